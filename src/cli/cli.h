@@ -1,0 +1,49 @@
+// Shared helpers of the medq command-line tool: a tiny flag parser, model
+// loading with one-line errors, and input loading (image/DICOM/.npy/.pb).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "ir/graph.h"
+
+namespace medq::cli {
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;  // "--batch" -> "8"; boolean flags -> "1"
+  bool has(const std::string& f) const { return flags.count(f) > 0; }
+  std::string get(const std::string& f, const std::string& def = "") const {
+    auto it = flags.find(f);
+    return it == flags.end() ? def : it->second;
+  }
+  Result<int64_t> get_int(const std::string& f, int64_t def) const;
+  Result<double> get_double(const std::string& f, double def) const;
+};
+
+// `value_flags` lists flags that take a value; every other --flag is boolean.
+Result<Args> parse_args(int argc, char** argv, int start, const std::vector<std::string>& value_flags,
+                        const std::vector<std::string>& bool_flags);
+
+// Input preparation for models with image inputs: preprocessing comes from
+// metadata_props["preprocess"], overridable with flags.
+struct InputOptions {
+  std::string preprocess_json;  // merged config
+};
+
+Result<std::string> preprocess_json_for(const Model& m, const Args& a);
+// Loads one input file as a batch-1 tensor (image, DICOM, .npy, .pb).
+Result<Tensor> load_input(const std::string& path, const std::string& preprocess_json, const Shape& model_input_shape);
+// Stacks same-shape tensors along a new/first batch axis.
+Result<Tensor> stack_batch(const std::vector<Tensor>& items);
+std::vector<std::string> model_labels(const Model& m);
+int report_error(const Status& st);
+
+int cmd_info(int argc, char** argv);
+int cmd_run(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+
+}  // namespace medq::cli

@@ -1,0 +1,231 @@
+// Helpers shared by the oneDNN kernels (private to src/kernels/dnnl).
+//
+// Conventions of every dnnl kernel:
+//  * One process-wide CPU engine (cpu_engine()); a dnnl::stream per run() call.
+//  * Primitives are created lazily per input-shape signature and cached in a
+//    small mutex-protected PrimitiveCache inside the (otherwise immutable)
+//    kernel. A cached entry is immutable once built and shared (shared_ptr) by
+//    every thread that runs the kernel; executing one primitive concurrently is
+//    safe because each execution gets its own memory objects and scratchpad.
+//  * Every primitive uses scratchpad_mode::user; run() supplies the scratchpad
+//    (and any blocked temporaries) from a per-thread growable workspace.
+//  * Weights are reordered once per cache entry into the layout the primitive
+//    prefers (format_tag::any); activations stay plain row-major at the kernel
+//    boundary: blocked layouts never leave src/kernels/dnnl.
+//  * fp32 only (no bf16 down-conversion). Anything unusual makes the factory
+//    return kUnsupported so the registry falls back to "ref".
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/ref/activation.h"
+#include "ops/kernel.h"
+
+namespace medq {
+namespace dnnl_k {
+
+// The process-wide CPU engine.
+inline dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+inline dnnl::memory::dims to_dims(const Shape& s) { return dnnl::memory::dims(s.begin(), s.end()); }
+
+// Plain row-major fp32 descriptor of `dims`.
+inline dnnl::memory::desc plain_md(const dnnl::memory::dims& dims) {
+  dnnl::memory::dims strides(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+}
+
+inline dnnl::memory::desc any_md(const dnnl::memory::dims& dims) {
+  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+}
+
+// Per-thread growable 64-byte aligned buffers. Slot i is valid until the next
+// get(i) on the same thread; a run() uses distinct slots for the buffers it
+// needs at the same time (kernels never nest run() calls).
+class Workspace {
+ public:
+  enum Slot { kScratch = 0, kSrc = 1, kDst = 2, kExtra = 3, kNumSlots = 4 };
+  static void* get(int slot, size_t bytes) {
+    thread_local Workspace ws;
+    Buf& b = ws.bufs_[slot];
+    if (bytes == 0) bytes = 64;
+    if (b.size < bytes) {
+      b.data = aligned_alloc_shared(bytes);
+      b.size = bytes;
+    }
+    return b.data.get();
+  }
+
+ private:
+  struct Buf {
+    std::shared_ptr<void> data;
+    size_t size = 0;
+  };
+  Buf bufs_[kNumSlots];
+};
+
+// A dnnl::memory for the scratchpad of `pd` (user mode), from the workspace.
+inline dnnl::memory scratchpad_memory(const dnnl::primitive_desc_base& pd) {
+  dnnl::memory::desc md = pd.scratchpad_desc();
+  return dnnl::memory(md, cpu_engine(), Workspace::get(Workspace::kScratch, md.get_size()));
+}
+
+// primitive_attr with a user-managed scratchpad.
+inline dnnl::primitive_attr user_scratchpad_attr() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+// A reorder between two descriptors (user scratchpad), for per-call layout changes.
+inline dnnl::reorder::primitive_desc make_reorder_pd(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  return dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, user_scratchpad_attr());
+}
+
+// Runs a cached reorder with its own scratchpad. The reorder's scratchpad is
+// taken from kExtra (the main primitive's scratchpad slot stays untouched).
+inline void run_reorder(const dnnl::reorder& r, const dnnl::reorder::primitive_desc& pd, dnnl::stream& s,
+                        const dnnl::memory& from, const dnnl::memory& to) {
+  dnnl::memory::desc smd = pd.scratchpad_desc();
+  dnnl::memory sp(smd, cpu_engine(), Workspace::get(Workspace::kExtra, smd.get_size()));
+  r.execute(s, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, sp}});
+}
+
+// Reorders the plain fp32 tensor data `src` into a new memory of layout `md`
+// (owned by the returned memory). Used once per cache entry for weights.
+inline dnnl::memory pack_memory(const float* src, const dnnl::memory::desc& plain, const dnnl::memory::desc& md) {
+  dnnl::memory out(md, cpu_engine());
+  dnnl::memory in(plain, cpu_engine(), const_cast<float*>(src));
+  dnnl::stream s(cpu_engine());
+  dnnl::reorder(in, out).execute(s, in, out);
+  s.wait();
+  return out;
+}
+
+// Appends the eltwise post-ops for a fused activation (ref/activation.h names).
+inline void append_activation(dnnl::post_ops& po, ActKind kind, const std::vector<float>& params) {
+  using dnnl::algorithm;
+  auto finite = [](float v) {
+    const float m = std::numeric_limits<float>::max();
+    return v > m ? m : (v < -m ? -m : v);
+  };
+  switch (kind) {
+    case ActKind::kNone: break;
+    case ActKind::kRelu: po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f); break;
+    case ActKind::kClip: po.append_eltwise(1.f, algorithm::eltwise_clip, finite(params[0]), finite(params[1])); break;
+    case ActKind::kLeakyRelu: po.append_eltwise(1.f, algorithm::eltwise_relu, params[0], 0.f); break;
+    case ActKind::kSigmoid: po.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f); break;
+    case ActKind::kHardSigmoid:
+      po.append_eltwise(1.f, algorithm::eltwise_linear, params[0], params[1]);
+      po.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 1.f);
+      break;
+    case ActKind::kHardSwish: po.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f); break;
+    case ActKind::kSiLU: po.append_eltwise(1.f, algorithm::eltwise_swish, 1.f, 0.f); break;
+    case ActKind::kTanh: po.append_eltwise(1.f, algorithm::eltwise_tanh, 0.f, 0.f); break;
+    case ActKind::kGelu: po.append_eltwise(1.f, algorithm::eltwise_gelu_erf, 0.f, 0.f); break;
+  }
+}
+
+// Reads "activation" / "activation_params" of a medq fused node.
+inline Status parse_fused_activation(const Node& n, ActKind* kind, std::vector<float>* params) {
+  auto act = parse_activation(n.attr_s("activation", ""));
+  if (!act.is_ok()) return invalid_argument(n.label() + ": " + act.status().message());
+  *kind = act.value();
+  *params = complete_activation_params(*kind, n.attr_floats("activation_params"));
+  return Status::ok();
+}
+
+// Sets the OpenMP thread count of the calling thread's later parallel regions
+// (the ones oneDNN opens while executing on this thread).
+inline void set_threads(const RunContext& ctx) {
+  const int n = ctx.num_threads > 0 ? ctx.num_threads : 1;
+  if (omp_get_max_threads() != n) omp_set_num_threads(n);
+}
+
+// Mutex-protected map from a shape signature to an immutable entry. Entries
+// are shared_ptr so an eviction never frees one that another thread is using.
+template <class Entry>
+class PrimitiveCache {
+ public:
+  using Key = std::vector<int64_t>;
+  // Returns the entry for `key`, building it with `build()` (which returns
+  // Result<std::shared_ptr<Entry>>) under the lock when absent.
+  template <class Build>
+  Result<std::shared_ptr<const Entry>> get(const Key& key, Build&& build) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it != map_.end()) return it->second;
+    auto built = build();
+    if (!built.is_ok()) return built.status();
+    if (map_.size() >= kMaxEntries) map_.clear();
+    std::shared_ptr<const Entry> e = std::move(built).value();
+    map_[key] = e;
+    return e;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 16;
+  mutable std::mutex mu_;
+  mutable std::map<Key, std::shared_ptr<const Entry>> map_;
+};
+
+// Common state of a dnnl kernel (label, outputs) and error helpers.
+class DnnlKernel : public Kernel {
+ public:
+  const char* backend() const override { return "dnnl"; }
+
+ protected:
+  void init_base(const KernelCreateInfo& info) {
+    label_ = info.node.label();
+    num_outputs_ = info.node.outputs.size();
+  }
+  Status error(const std::string& msg) const { return invalid_argument(label_ + ": " + msg); }
+  Status unsupported_error(const std::string& msg) const { return unsupported(label_ + ": " + msg); }
+  Status dnnl_error(const dnnl::error& e) const {
+    return internal_error(label_ + ": oneDNN error: " + e.what() + " (status " + std::to_string(e.status) + ")");
+  }
+  // Inputs [0, required) present, at most max_inputs given.
+  Status check_inputs(const TensorList& in, size_t required, size_t max_inputs) const {
+    if (in.size() < required || in.size() > max_inputs)
+      return error("expected " + std::to_string(required) +
+                   (max_inputs != required ? " to " + std::to_string(max_inputs) : std::string()) + " inputs, got " +
+                   std::to_string(in.size()));
+    for (size_t i = 0; i < required; ++i)
+      if (in[i] == nullptr || !in[i]->defined()) return error("input " + std::to_string(i) + " is missing");
+    return Status::ok();
+  }
+
+  std::string label_;
+  size_t num_outputs_ = 1;
+};
+
+inline const Tensor* opt_in(const TensorList& in, size_t i) {
+  return i < in.size() && in[i] != nullptr && in[i]->defined() ? in[i] : nullptr;
+}
+
+// dtype of node input i as recorded in the graph (kUndefined when unknown/absent).
+inline DataType graph_dtype(const KernelCreateInfo& info, size_t i) {
+  if (!info.node.has_input(i)) return DataType::kUndefined;
+  return info.graph.value(info.node.inputs[i]).dtype;
+}
+
+}  // namespace dnnl_k
+}  // namespace medq

@@ -1,0 +1,152 @@
+// oneDNN MaxPool / AveragePool / GlobalMaxPool / GlobalAveragePool (fp32,
+// 1-D to 3-D, plain NCHW in and out, pooling_v2 for MaxPool dilations).
+//
+// Unsupported (ref runs the node): MaxPool's Indices output, non-float32
+// inputs, pads >= kernel, and AveragePool with ceil_mode + count_include_pad
+// (oneDNN would count the extra right padding that ceil_mode adds, ONNX does not).
+// ceil_mode is expressed as extra right padding, which max and
+// exclude-padding averages ignore.
+#include <string>
+#include <vector>
+
+#include "kernels/dnnl/dnnl_common.h"
+#include "kernels/ref/conv_common.h"
+
+namespace medq {
+namespace dnnl_k {
+namespace {
+
+using ref::Window3;
+using ref::WindowAttrs;
+
+struct PoolEntry {
+  dnnl::pooling_v2_forward::primitive_desc pd;
+  dnnl::pooling_v2_forward prim;
+  dnnl::memory::desc src_md, dst_md;
+};
+
+class DnnlPoolKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    const std::string& op = n.op_type;
+    global_ = op.rfind("Global", 0) == 0;
+    max_ = op == "MaxPool" || op == "GlobalMaxPool";
+    if (n.inputs.size() != 1 || !n.has_input(0)) return error("expects 1 input");
+    const DataType xdt = graph_dtype(info, 0);
+    if (xdt != DataType::kUndefined && xdt != DataType::kFloat32) return unsupported_error("X is not float32");
+    for (size_t i = 1; i < n.outputs.size(); ++i)
+      if (n.outputs[i] != kNoValue) return unsupported_error("MaxPool Indices output");
+    if (!global_) {
+      RETURN_IF_ERROR(attrs_.parse(n));
+      if (attrs_.kernel.empty()) return error("missing 'kernel_shape' attribute");
+      count_include_pad_ = n.attr_i("count_include_pad", 0) != 0;
+      if (!max_ && count_include_pad_ && attrs_.ceil_mode)
+        return unsupported_error("ceil_mode with count_include_pad");
+      if (!max_ && !attrs_.dilations.empty())
+        for (int64_t d : attrs_.dilations)
+          if (d != 1) return unsupported_error("dilated AveragePool");
+      if (attrs_.auto_pad == "NOTSET" && !attrs_.pads.empty()) {
+        const size_t k = attrs_.kernel.size();
+        if (attrs_.pads.size() != 2 * k) return error("pads must have " + std::to_string(2 * k) + " entries");
+        for (size_t i = 0; i < attrs_.pads.size(); ++i)
+          if (attrs_.pads[i] >= attrs_.kernel[i % k]) return unsupported_error("pads >= kernel");
+      }
+    }
+    return Status::ok();
+  }
+
+  Status geometry(const Tensor& x, Window3& w) const {
+    if (x.dtype() != DataType::kFloat32) return unsupported_error("only float32 is supported");
+    if (x.rank() < 3 || x.rank() > 5)
+      return error("X must have rank 3 to 5 (N, C, spatial...), got " + shape_str(x.shape()));
+    std::vector<int64_t> in_sp(x.shape().begin() + 2, x.shape().end());
+    if (global_) {
+      WindowAttrs a;
+      return ref::compute_window(label_, a, in_sp, in_sp, false, w);
+    }
+    return ref::compute_window(label_, attrs_, in_sp, attrs_.kernel, true, w);
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 1, 1));
+    Window3 w;
+    RETURN_IF_ERROR(geometry(*in[0], w));
+    Shape ys = {in[0]->dim(0), in[0]->dim(1)};
+    for (int i = ref::kMaxSpatial - w.spatial; i < ref::kMaxSpatial; ++i) ys.push_back(w.out[i]);
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, ys};
+    for (size_t i = 1; i < num_outputs_; ++i) out[i] = {DataType::kInt64, ys};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<PoolEntry>> build(const Shape& xs, const Shape& ys, const Window3& w) const {
+    auto e = std::make_shared<PoolEntry>();
+    const int sp = w.spatial, off = ref::kMaxSpatial - sp;
+    dnnl::memory::dims k, s, d, pl, pr;
+    for (int i = 0; i < sp; ++i) {
+      const int j = off + i;
+      k.push_back(w.k[j]);
+      s.push_back(w.s[j]);
+      d.push_back(w.d[j] - 1);
+      pl.push_back(w.pb[j]);
+      const int64_t dk = (w.k[j] - 1) * w.d[j] + 1;
+      // Right padding that makes oneDNN's floor formula produce w.out (ceil_mode).
+      const int64_t need = (w.out[j] - 1) * w.s[j] + dk - w.in[j] - w.pb[j];
+      pr.push_back(std::max<int64_t>(need, w.pe[j]));
+    }
+    e->src_md = plain_md(to_dims(xs));
+    e->dst_md = plain_md(to_dims(ys));
+    const dnnl::algorithm alg = max_                 ? dnnl::algorithm::pooling_max
+                                : count_include_pad_ ? dnnl::algorithm::pooling_avg_include_padding
+                                                     : dnnl::algorithm::pooling_avg_exclude_padding;
+    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, e->src_md, e->dst_md, s, k, d, pl,
+                                        pr);
+    e->pd = dnnl::pooling_v2_forward::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
+    e->prim = dnnl::pooling_v2_forward(e->pd);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Window3 w;
+    RETURN_IF_ERROR(geometry(*in[0], w));
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    set_threads(ctx);
+    try {
+      PrimitiveCache<PoolEntry>::Key key = x.shape();
+      key.push_back(ctx.num_threads);
+      const Shape ys = y.shape();
+      ASSIGN_OR_RETURN(std::shared_ptr<const PoolEntry> e, cache_.get(key, [&]() { return build(x.shape(), ys, w); }));
+      dnnl::engine& eng = cpu_engine();
+      dnnl::stream s(eng);
+      dnnl::memory src(e->src_md, eng, const_cast<void*>(x.raw()));
+      dnnl::memory dst(e->dst_md, eng, y.raw());
+      e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  bool global_ = false, max_ = false;
+  WindowAttrs attrs_;
+  bool count_include_pad_ = false;
+  PrimitiveCache<PoolEntry> cache_;
+};
+
+}  // namespace
+
+void register_dnnl_pool(KernelRegistry& r, int priority) {
+  r.add("", "MaxPool", "dnnl", priority, make_factory<DnnlPoolKernel>());
+  r.add("", "AveragePool", "dnnl", priority, make_factory<DnnlPoolKernel>());
+  r.add("", "GlobalMaxPool", "dnnl", priority, make_factory<DnnlPoolKernel>());
+  r.add("", "GlobalAveragePool", "dnnl", priority, make_factory<DnnlPoolKernel>());
+}
+
+}  // namespace dnnl_k
+}  // namespace medq

@@ -1,0 +1,44 @@
+// ONNX protobuf <-> medq IR. Loading runs the ONNX checker and shape inference,
+// resolves external data (relative to the model's folder) and keeps
+// metadata_props; saving writes a standard ONNX file via temp file + rename.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "ir/graph.h"
+
+namespace onnx {
+class TensorProto;
+class ModelProto;
+}  // namespace onnx
+
+namespace medq {
+
+struct LoadOptions {
+  bool run_checker = true;
+  bool infer_shapes = true;
+};
+
+Result<Model> load_model(const std::string& path, const LoadOptions& opts = {});
+Result<Model> load_model_from_bytes(const std::string& bytes, const std::string& name, const LoadOptions& opts = {});
+Status save_model(const Model& model, const std::string& path);
+
+// TensorProto conversion. `base_dir` resolves external data.
+Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string& base_dir);
+void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto* tp);
+// A serialized TensorProto file (.pb), as in the ONNX backend test data.
+Result<Tensor> load_tensor_pb(const std::string& path, std::string* name = nullptr);
+Status save_tensor_pb(const Tensor& t, const std::string& name, const std::string& path);
+
+// IR <-> proto (exposed for tests and tools).
+Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir, const std::string& name,
+                               const LoadOptions& opts);
+void model_to_proto(const Model& m, onnx::ModelProto* mp);
+
+// Writes bytes to `path` atomically (temp file in the same folder, then rename).
+Status write_file_atomic(const std::string& path, const std::string& bytes);
+Result<std::string> read_file(const std::string& path);
+
+}  // namespace medq

@@ -1,0 +1,48 @@
+// Graph passes. Each pass is stand-alone: `Status run(Graph&, PassContext&, bool& changed)`.
+// A pass marks nodes dead and rewires values; the manager calls
+// Graph::finalize() after each pass and, with ctx.verify, Graph::verify().
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "ir/graph.h"
+
+namespace medq {
+
+struct PassContext {
+  int64_t opset = 13;
+  bool verify = false;
+  std::string dump_after;  // pass name whose result is printed to stderr
+  std::vector<std::string> log;  // one line per change, for reports
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  virtual const char* name() const = 0;
+  virtual Status run(Graph& g, PassContext& ctx, bool& changed) = 0;
+};
+
+std::unique_ptr<Pass> make_eliminate_identity_pass();
+std::unique_ptr<Pass> make_dead_code_pass();
+std::unique_ptr<Pass> make_fold_constants_pass();
+std::unique_ptr<Pass> make_fold_batchnorm_pass();
+std::unique_ptr<Pass> make_fuse_conv_activation_pass();
+
+// Runs passes in order, finalizing (and verifying if asked) after each.
+Status run_passes(Graph& g, PassContext& ctx, const std::vector<std::unique_ptr<Pass>>& passes);
+// The default pipeline used by Session: identity elimination, constant folding,
+// BN folding, conv+activation/sum fusion, dead code elimination.
+Status run_default_pipeline(Graph& g, PassContext& ctx);
+// Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse".
+Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::string>& names);
+
+// Number of live uses of a value (node inputs + graph outputs).
+int use_count(const Graph& g, uint32_t vid);
+// Prints the graph (one node per line) for --dump-after.
+std::string graph_to_string(const Graph& g);
+
+}  // namespace medq

@@ -1,0 +1,3 @@
+#include <gtest/gtest.h>
+
+#include "ref_op_runner.h"
