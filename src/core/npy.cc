@@ -1,5 +1,7 @@
 #include "core/npy.h"
 
+#include "core/fileio.h"
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -140,17 +142,6 @@ std::string serialize_npy(const Tensor& t) {
   return out;
 }
 
-Status save_npy(const Tensor& t, const std::string& path) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return io_error("cannot write '" + tmp + "'");
-    std::string b = serialize_npy(t);
-    f.write(b.data(), static_cast<std::streamsize>(b.size()));
-    if (!f) { std::remove(tmp.c_str()); return io_error("error writing '" + tmp + "'"); }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return io_error("cannot rename to '" + path + "'");
-  return Status::ok();
-}
+Status save_npy(const Tensor& t, const std::string& path) { return write_file_atomic(path, serialize_npy(t)); }
 
 }  // namespace medq

@@ -1,46 +1,24 @@
 #include "onnx/model_io.h"
 
+#include "core/fileio.h"
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/checker.h>
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 #include <onnx/shape_inference/implementation.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <climits>
+#include <map>
 #include <unistd.h>
 
 namespace medq {
-
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return io_error("error reading '" + path + "'");
-  return ss.str();
-}
-
-Status write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return io_error("cannot write '" + tmp + "'");
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      return io_error("error writing '" + tmp + "' (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return io_error("cannot rename '" + tmp + "' to '" + path + "'");
-  }
-  return Status::ok();
-}
 
 static std::string dir_of(const std::string& path) {
   auto p = path.find_last_of('/');
@@ -52,44 +30,99 @@ static void copy_field(const google::protobuf::RepeatedField<T>& src, void* dst,
   std::memcpy(dst, src.data(), sizeof(T) * n);
 }
 
+// Parses a non-negative decimal integer (external data offset/length).
+static bool parse_size(const std::string& s, int64_t* out) {
+  if (s.empty() || s.size() > 18) return false;
+  int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// Resolves an external data location against the model folder. The location must be a
+// relative path that stays inside the folder, also after resolving symbolic links.
+static Result<std::string> resolve_external_location(const std::string& tname, const std::string& base_dir,
+                                                     const std::string& location) {
+  auto escapes = [&] {
+    return invalid_argument(tname + ": external data location '" + location + "' escapes the model folder");
+  };
+  if (location.empty()) return invalid_argument(tname + ": external data without 'location'");
+  if (location[0] == '/' || location[0] == '\\' || location.find('\0') != std::string::npos) return escapes();
+  // Reject any ".." path component ("a/../../b", "..\\x").
+  size_t start = 0;
+  while (start <= location.size()) {
+    size_t end = location.find_first_of("/\\", start);
+    if (end == std::string::npos) end = location.size();
+    if (location.compare(start, end - start, "..") == 0 && end - start == 2) return escapes();
+    start = end + 1;
+  }
+  std::string file = base_dir + "/" + location;
+  char* real_file = ::realpath(file.c_str(), nullptr);
+  if (!real_file) return not_found(tname + ": external data file '" + file + "' is missing");
+  std::string rf(real_file);
+  std::free(real_file);
+  char* real_dir = ::realpath(base_dir.c_str(), nullptr);
+  if (!real_dir) return not_found(tname + ": model folder '" + base_dir + "' is missing");
+  std::string rd(real_dir);
+  std::free(real_dir);
+  if (rd != "/") rd += "/";
+  if (rf.compare(0, rd.size(), rd) != 0) return escapes();  // a symbolic link out of the folder
+  return file;
+}
+
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string& base_dir) {
   DataType dt = static_cast<DataType>(tp.data_type());
   const std::string tname = "tensor '" + tp.name() + "'";
   if (!dtype_supported(dt))
     return unsupported(tname + ": data type " + std::to_string(tp.data_type()) + " is not supported");
   Shape shape(tp.dims().begin(), tp.dims().end());
-  for (int64_t d : shape)
+  // Element count with an overflow guard, checked against the stored data before allocating.
+  constexpr int64_t kMaxElems = int64_t(1) << 40;
+  int64_t n = 1;
+  for (int64_t d : shape) {
     if (d < 0) return invalid_argument(tname + ": negative dimension");
-  Tensor t(dt, shape);
-  const int64_t n = t.numel();
-  const size_t nbytes = t.nbytes();
+    if (d > 0 && n > kMaxElems / d) return invalid_argument(tname + ": shape " + shape_str(shape) + " is too large");
+    n *= d;
+  }
+  const size_t nbytes = static_cast<size_t>(n) * dtype_size(dt);
   if (tp.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
     std::string location;
     int64_t offset = 0, length = -1;
     for (const auto& kv : tp.external_data()) {
+      bool ok = true;
       if (kv.key() == "location") location = kv.value();
-      else if (kv.key() == "offset") offset = std::stoll(kv.value());
-      else if (kv.key() == "length") length = std::stoll(kv.value());
+      else if (kv.key() == "offset") ok = parse_size(kv.value(), &offset);
+      else if (kv.key() == "length") ok = parse_size(kv.value(), &length);
+      if (!ok)
+        return invalid_argument(tname + ": external data '" + kv.key() + "' = '" + kv.value() +
+                                "' is not a non-negative integer");
     }
-    if (location.empty()) return invalid_argument(tname + ": external data without 'location'");
-    if (location.find("..") != std::string::npos || (!location.empty() && location[0] == '/'))
-      return invalid_argument(tname + ": external data location '" + location + "' escapes the model folder");
-    std::string file = base_dir + "/" + location;
+    ASSIGN_OR_RETURN(std::string file, resolve_external_location(tname, base_dir, location));
     std::ifstream f(file, std::ios::binary);
-    if (!f) return not_found(tname + ": external data file '" + file + "' is missing");
+    if (!f) return not_found(tname + ": external data file '" + file + "' cannot be opened");
     if (length >= 0 && static_cast<size_t>(length) != nbytes)
       return invalid_argument(tname + ": external data length " + std::to_string(length) + " != expected " +
                               std::to_string(nbytes));
+    f.seekg(0, std::ios::end);
+    const int64_t fsize = static_cast<int64_t>(f.tellg());
+    if (fsize < 0 || offset > fsize || static_cast<size_t>(fsize - offset) < nbytes)
+      return invalid_argument(tname + ": external data file '" + file + "' is too short (" + std::to_string(fsize) +
+                              " bytes, need " + std::to_string(nbytes) + " at offset " + std::to_string(offset) + ")");
+    Tensor t(dt, shape);
     f.seekg(offset);
     f.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(nbytes));
     if (static_cast<size_t>(f.gcount()) != nbytes)
-      return invalid_argument(tname + ": external data file '" + file + "' is too short");
+      return io_error(tname + ": error reading external data file '" + file + "'");
     return t;
   }
   if (tp.has_raw_data()) {
     if (tp.raw_data().size() != nbytes)
       return invalid_argument(tname + ": raw_data has " + std::to_string(tp.raw_data().size()) + " bytes, expected " +
                               std::to_string(nbytes));
+    Tensor t(dt, shape);
     if (nbytes) std::memcpy(t.raw(), tp.raw_data().data(), nbytes);
     return t;
   }
@@ -97,29 +130,35 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
     return invalid_argument(tname + ": has " + std::to_string(got) + " values, shape " + shape_str(shape) + " needs " +
                             std::to_string(n));
   };
+  int64_t stored = 0;
+  switch (dt) {
+    case DataType::kFloat32: stored = tp.float_data_size(); break;
+    case DataType::kFloat64: stored = tp.double_data_size(); break;
+    case DataType::kInt64: stored = tp.int64_data_size(); break;
+    case DataType::kUInt32:
+    case DataType::kUInt64: stored = tp.uint64_data_size(); break;
+    default: stored = tp.int32_data_size(); break;
+  }
+  if (stored != n) return bad_count(stored);
+  Tensor t(dt, shape);
   switch (dt) {
     case DataType::kFloat32:
-      if (tp.float_data_size() != n) return bad_count(tp.float_data_size());
       copy_field(tp.float_data(), t.raw(), n);
       break;
     case DataType::kFloat64:
-      if (tp.double_data_size() != n) return bad_count(tp.double_data_size());
       copy_field(tp.double_data(), t.raw(), n);
       break;
     case DataType::kInt64:
-      if (tp.int64_data_size() != n) return bad_count(tp.int64_data_size());
       copy_field(tp.int64_data(), t.raw(), n);
       break;
     case DataType::kUInt32:
     case DataType::kUInt64:
-      if (tp.uint64_data_size() != n) return bad_count(tp.uint64_data_size());
       for (int64_t i = 0; i < n; ++i) {
         if (dt == DataType::kUInt32) t.data<uint32_t>()[i] = static_cast<uint32_t>(tp.uint64_data(i));
         else t.data<uint64_t>()[i] = tp.uint64_data(i);
       }
       break;
     default:  // int32_data holds int32, int16, int8, uint16, uint8, bool, float16, bfloat16
-      if (tp.int32_data_size() != n) return bad_count(tp.int32_data_size());
       for (int64_t i = 0; i < n; ++i) {
         int32_t v = tp.int32_data(i);
         switch (dt) {
@@ -239,9 +278,45 @@ static void value_info_from_ir(const Value& v, onnx::ValueInfoProto* vi) {
   }
 }
 
+// Opset range and unknown standard ops, checked before the ONNX checker so that the
+// error is specific (the checker stops at the first unknown op).
+static Status check_opsets_and_ops(const onnx::ModelProto& mp, const std::string& name) {
+  if (mp.opset_import_size() == 0)
+    return invalid_argument("'" + name + "': model has no opset_import (not an ONNX model, or truncated)");
+  int64_t opset = -1;
+  for (const auto& o : mp.opset_import())
+    if (o.domain().empty() || o.domain() == "ai.onnx") opset = o.version();
+  if (opset >= 0 && (opset < kMinOpset || opset > kMaxOpset))
+    return unsupported("'" + name + "': model uses opset " + std::to_string(opset) + "; medq supports opsets " +
+                       std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
+  if (opset < 0) return Status::ok();
+  // Unknown op types of the default domain, all at once: "FooOp (2 nodes: 'a', 'b'); BarOp (...)".
+  std::map<std::string, std::vector<std::string>> unknown;
+  const auto& gp = mp.graph();
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& np = gp.node(i);
+    if (!np.domain().empty() && np.domain() != "ai.onnx") continue;
+    if (onnx::OpSchemaRegistry::Schema(np.op_type(), static_cast<int>(opset), "")) continue;
+    unknown[np.op_type()].push_back(np.name().empty() ? np.op_type() + "_" + std::to_string(i) : np.name());
+  }
+  if (unknown.empty()) return Status::ok();
+  std::string r = "'" + name + "': unknown ONNX ops at opset " + std::to_string(opset) + ": ";
+  bool first = true;
+  for (const auto& [op, names] : unknown) {
+    if (!first) r += "; ";
+    first = false;
+    r += op + " (" + std::to_string(names.size()) + " node" + (names.size() > 1 ? "s" : "") + ": ";
+    for (size_t i = 0; i < names.size() && i < 5; ++i) r += (i ? ", '" : "'") + names[i] + "'";
+    if (names.size() > 5) r += ", ...";
+    r += ")";
+  }
+  return unsupported(r);
+}
+
 Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir, const std::string& name,
                                const LoadOptions& opts) {
   if (!mp.has_graph()) return invalid_argument("'" + name + "': model has no graph");
+  RETURN_IF_ERROR(check_opsets_and_ops(mp, name));
   if (opts.run_checker) {
     try {
       onnx::checker::CheckerContext ctx;

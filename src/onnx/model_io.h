@@ -1,10 +1,13 @@
 // ONNX protobuf <-> medq IR. Loading runs the ONNX checker and shape inference,
-// resolves external data (relative to the model's folder) and keeps
-// metadata_props; saving writes a standard ONNX file via temp file + rename.
+// resolves external data (relative to the model's folder; locations that escape
+// it are rejected) and keeps metadata_props. Models outside opsets
+// kMinOpset..kMaxOpset and unknown default-domain ops (all listed in one error)
+// are rejected before the checker runs; saving writes a standard ONNX file via temp file + rename.
 #pragma once
 
 #include <string>
 
+#include "core/fileio.h"  // write_file_atomic, read_file
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ir/graph.h"
@@ -15,6 +18,10 @@ class ModelProto;
 }  // namespace onnx
 
 namespace medq {
+
+// Default-domain (ai.onnx) opsets medq loads; others are rejected with kUnsupported.
+constexpr int64_t kMinOpset = 7;
+constexpr int64_t kMaxOpset = 18;
 
 struct LoadOptions {
   bool run_checker = true;
@@ -38,7 +45,5 @@ Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir
 void model_to_proto(const Model& m, onnx::ModelProto* mp);
 
 // Writes bytes to `path` atomically (temp file in the same folder, then rename).
-Status write_file_atomic(const std::string& path, const std::string& bytes);
-Result<std::string> read_file(const std::string& path);
 
 }  // namespace medq

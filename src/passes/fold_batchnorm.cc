@@ -19,7 +19,8 @@ class FoldBatchNormPass : public Pass {
   Status run(Graph& g, PassContext& ctx, bool& changed) override {
     for (auto& bn : g.nodes) {
       if (bn.dead || bn.op_type != "BatchNormalization" || !bn.domain.empty()) continue;
-      if (bn.attr_i("training_mode", 0) != 0) continue;
+      if (bn.attr_i("training_mode", 0) != 0 || bn.inputs.size() < 5 || bn.outputs.empty()) continue;
+      if (bn.inputs[0] == kNoValue || bn.outputs[0] == kNoValue) continue;
       if (bn.outputs.size() > 1) {
         bool extra = false;
         for (size_t i = 1; i < bn.outputs.size(); ++i) extra |= bn.outputs[i] != kNoValue && use_count(g, bn.outputs[i]) > 0;
@@ -29,14 +30,16 @@ class FoldBatchNormPass : public Pass {
       uint32_t prod = g.value(x).producer;
       if (prod == kNoNode) continue;
       Node& conv = g.nodes[prod];
-      if (conv.dead || conv.op_type != "Conv" || !conv.domain.empty()) continue;
+      if (conv.dead || conv.op_type != "Conv" || !conv.domain.empty() || conv.outputs.size() != 1) continue;
       if (use_count(g, x) != 1 || g.is_graph_output(x)) continue;
       if (!const_f32(g, conv, 1) || (conv.has_input(2) && !const_f32(g, conv, 2))) continue;
       bool params_ok = true;
       for (size_t i = 1; i <= 4; ++i) params_ok &= const_f32(g, bn, i);
       if (!params_ok) continue;
       const Tensor& w = g.value(conv.inputs[1]).initializer;
+      if (w.rank() < 3 || w.dim(0) <= 0) continue;  // malformed: the Conv kernel reports it
       int64_t oc = w.dim(0);
+      if (conv.has_input(2) && g.value(conv.inputs[2]).initializer.numel() != oc) continue;
       const Tensor& gamma = g.value(bn.inputs[1]).initializer;
       const Tensor& beta = g.value(bn.inputs[2]).initializer;
       const Tensor& mean = g.value(bn.inputs[3]).initializer;

@@ -1,5 +1,7 @@
 // Constant folding: a node whose inputs are all constants is executed once with
-// its reference kernel and its outputs become initializers.
+// its reference kernel and its outputs become initializers. Shape/Size nodes fold
+// too when every graph input shape is static (so Shape->Gather->...->Reshape
+// chains become constant reshapes); with a dynamic batch they stay.
 #include "ops/kernel.h"
 #include "passes/pass.h"
 
@@ -8,16 +10,43 @@ namespace {
 
 constexpr int64_t kMaxFoldedBytes = 64 << 20;
 
+// True when every graph input has a fully static shape: then the shapes that ONNX shape
+// inference recorded on intermediate values are exact (validate_inputs enforces the
+// input shapes) and Shape/Size of them can be folded. With a dynamic dim they are not.
+bool all_inputs_static(const Graph& g) {
+  for (uint32_t i : g.inputs) {
+    const Value& v = g.value(i);
+    if (!v.has_shape) return false;
+    for (int64_t d : v.shape)
+      if (d < 0) return false;
+  }
+  return true;
+}
+
 class FoldConstantsPass : public Pass {
  public:
   const char* name() const override { return "fold"; }
   Status run(Graph& g, PassContext& ctx, bool& changed) override {
+    const bool static_graph = all_inputs_static(g);
     for (auto& n : g.nodes) {
       if (n.dead) continue;
+      // Shape/Size of a value whose shape is statically known only need the shape: a
+      // data-less placeholder tensor stands in for the input.
+      Tensor shape_only;
+      bool shape_fold = false;
+      if (static_graph && n.domain.empty() && (n.op_type == "Shape" || n.op_type == "Size") && n.inputs.size() == 1 &&
+          n.inputs[0] != kNoValue && !g.value(n.inputs[0]).is_constant()) {
+        const Value& v = g.value(n.inputs[0]);
+        bool known = v.has_shape && dtype_supported(v.dtype);
+        for (int64_t d : v.shape) known &= d >= 0;
+        if (!known) continue;
+        shape_only = Tensor::wrap(v.dtype, v.shape, nullptr);
+        shape_fold = true;
+      }
       bool all_const = true;
       for (uint32_t in : n.inputs)
         if (in != kNoValue && !g.value(in).is_constant()) all_const = false;
-      if (!all_const) continue;
+      if (!all_const && !shape_fold) continue;
       bool any_output_is_graph_output = false;
       for (uint32_t o : n.outputs) if (o != kNoValue && g.is_graph_output(o)) any_output_is_graph_output = true;
       if (any_output_is_graph_output) continue;
@@ -25,6 +54,7 @@ class FoldConstantsPass : public Pass {
       if (!k.is_ok()) continue;  // reported when the session creates kernels
       TensorList in;
       for (uint32_t i : n.inputs) in.push_back(i == kNoValue ? nullptr : &g.value(i).initializer);
+      if (shape_fold) in[0] = &shape_only;
       std::vector<TensorDesc> descs(n.outputs.size());
       Status st = k.value()->infer(in, descs);
       if (!st.is_ok()) return st;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <set>
 
+#include "onnx/model_io.h"
 #include "passes/pass.h"
 #include "runtime/planner.h"
 
@@ -52,10 +53,10 @@ Result<std::unique_ptr<Session>> Session::create(const Model& model, const Sessi
 Status Session::compile(const SessionOptions& opts) {
   num_threads_ = opts.num_threads > 0 ? opts.num_threads : omp_get_num_procs();
   int64_t opset = model_.opset("");
-  if (opset == 0) opset = 1;
-  if (opset > 18)
+  if (opset != 0 && (opset < kMinOpset || opset > kMaxOpset))
     return unsupported("model '" + model_.source_path + "' uses opset " + std::to_string(opset) +
-                       "; medq supports opsets 7 to 18");
+                       "; medq supports opsets " + std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
+  if (opset == 0) opset = 1;
   graph_ = model_.graph;
   std::string missing = unsupported_ops_report(graph_);
   if (!missing.empty()) return unsupported(missing);

@@ -1,4 +1,4 @@
-// Reference Conv and medq FusedConv (float32), 1-D to 3-D.
+// Reference Conv, medq FusedConv and ConvTranspose (float32), 1-D to 3-D.
 //
 // Problems are lifted to 3 spatial dims. The general path is im2col into
 // packed 16-column panels + a 6x16 register-blocked GEMM micro-kernel against
@@ -359,11 +359,184 @@ class ConvKernel : public RefKernel {
   std::vector<float> packed_w_;
 };
 
+// ConvTranspose (float32, 1-D to 3-D): X [N, C, in...], W [C, M/group, k...],
+// B [M]. Each input pixel scatters its kernel-weighted value into the output;
+// work is split over (batch, output channel) so threads never write the same
+// element. Output size: output_shape if given (pads derived from it), else
+// stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pads; auto_pad
+// SAME_* gives in * stride with the odd pad at the end (UPPER) or start (LOWER).
+class ConvTransposeKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    RETURN_IF_ERROR(attrs_.parse(n));
+    group_ = n.attr_i("group", 1);
+    if (group_ < 1) return error("group must be >= 1");
+    output_padding_ = n.attr_ints("output_padding");
+    output_shape_ = n.attr_ints("output_shape");
+    return Status::ok();
+  }
+
+  Status geometry(const TensorList& in, Window3& w) const {
+    const Tensor& x = *in[0];
+    const Tensor& wt = *in[1];
+    if (x.dtype() != DataType::kFloat32 || wt.dtype() != DataType::kFloat32)
+      return unsupported_error(std::string("only float32 is supported, got X ") + dtype_name(x.dtype()) + " and W " +
+                               dtype_name(wt.dtype()));
+    if (x.rank() < 3) return error("X must have rank >= 3 (N, C, spatial...), got " + shape_str(x.shape()));
+    if (wt.rank() != x.rank())
+      return error("W " + shape_str(wt.shape()) + " and X " + shape_str(x.shape()) + " have different ranks");
+    if (x.dim(1) != wt.dim(0))
+      return error("X has " + std::to_string(x.dim(1)) + " channels but W " + shape_str(wt.shape()) + " expects " +
+                   std::to_string(wt.dim(0)));
+    if (wt.dim(0) % group_ != 0)
+      return error("W has " + std::to_string(wt.dim(0)) + " input channels, not divisible by group " +
+                   std::to_string(group_));
+    const int ns = x.rank() - 2;
+    if (ns > kMaxSpatial) return unsupported_error(std::to_string(ns) + " spatial dims are not supported (1 to 3)");
+    Shape k_sp(wt.shape().begin() + 2, wt.shape().end());
+    if (!attrs_.kernel.empty() && attrs_.kernel != k_sp)
+      return error("kernel_shape " + shape_str(attrs_.kernel) + " does not match W dims " + shape_str(k_sp));
+    auto check_len = [&](const std::vector<int64_t>& v, size_t want, const char* what) -> Status {
+      if (!v.empty() && v.size() != want)
+        return error(std::string(what) + " has " + std::to_string(v.size()) + " entries, expected " + std::to_string(want));
+      return Status::ok();
+    };
+    RETURN_IF_ERROR(check_len(attrs_.strides, ns, "strides"));
+    RETURN_IF_ERROR(check_len(attrs_.dilations, ns, "dilations"));
+    RETURN_IF_ERROR(check_len(output_padding_, ns, "output_padding"));
+    if (attrs_.auto_pad == "NOTSET") RETURN_IF_ERROR(check_len(attrs_.pads, 2 * ns, "pads"));
+    std::vector<int64_t> oshape = output_shape_;
+    if (oshape.size() == static_cast<size_t>(ns + 2)) oshape.erase(oshape.begin(), oshape.begin() + 2);
+    RETURN_IF_ERROR(check_len(oshape, ns, "output_shape"));
+    if (const Tensor* b = opt_input(in, 2)) {
+      const int64_t M = wt.dim(1) * group_;
+      if (b->dtype() != DataType::kFloat32 || b->rank() != 1 || b->dim(0) != M)
+        return error("B must be float32 [" + std::to_string(M) + "], got " + b->desc());
+    }
+    w = Window3();
+    w.spatial = ns;
+    const int off = kMaxSpatial - ns;
+    for (int i = 0; i < ns; ++i) {
+      const int j = off + i;
+      const int64_t in_sz = x.dim(2 + i), k = k_sp[i];
+      const int64_t s = attrs_.strides.empty() ? 1 : attrs_.strides[i];
+      const int64_t d = attrs_.dilations.empty() ? 1 : attrs_.dilations[i];
+      const int64_t op = output_padding_.empty() ? 0 : output_padding_[i];
+      if (k < 1 || s < 1 || d < 1) return error("kernel_shape, strides and dilations must be positive");
+      if (op < 0) return error("output_padding must be >= 0");
+      const int64_t dk = (k - 1) * d + 1;
+      const int64_t full = s * (in_sz - 1) + op + dk;
+      int64_t pb = 0, pe = 0, out = 0;
+      if (!oshape.empty() || attrs_.auto_pad == "SAME_UPPER" || attrs_.auto_pad == "SAME_LOWER") {
+        out = !oshape.empty() ? oshape[i] : in_sz * s;
+        // A negative total (output_shape beyond the full output) gives
+        // negative pads: the extra border only gets the bias. Floor division
+        // as in the ONNX reference.
+        const int64_t t = full - out;
+        const int64_t half = t >= 0 ? t / 2 : -((-t + 1) / 2);
+        if (attrs_.auto_pad == "SAME_UPPER") {
+          pb = half;
+          pe = t - pb;
+        } else {
+          pe = half;
+          pb = t - pe;
+        }
+        if (out < 1) return error("output size " + std::to_string(out) + " < 1 in spatial dim " + std::to_string(i));
+      } else {
+        if (attrs_.auto_pad == "NOTSET" && !attrs_.pads.empty()) {
+          pb = attrs_.pads[i];
+          pe = attrs_.pads[i + ns];
+          if (pb < 0 || pe < 0) return error("negative pads are not supported");
+        }
+        out = full - pb - pe;
+        if (out < 1) return error("output size " + std::to_string(out) + " < 1 in spatial dim " + std::to_string(i));
+      }
+      w.in[j] = in_sz;
+      w.out[j] = out;
+      w.k[j] = k;
+      w.s[j] = s;
+      w.d[j] = d;
+      w.pb[j] = pb;
+      w.pe[j] = pe;
+    }
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 3));
+    Window3 w;
+    RETURN_IF_ERROR(geometry(in, w));
+    Shape ys = {in[0]->dim(0), in[1]->dim(1) * group_};
+    for (int i = kMaxSpatial - w.spatial; i < kMaxSpatial; ++i) ys.push_back(w.out[i]);
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, ys};
+    return Status::ok();
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Window3 w;
+    RETURN_IF_ERROR(geometry(in, w));
+    const Tensor& xt = *in[0];
+    const Tensor& wt = *in[1];
+    Tensor& yt = *out[0];
+    if (yt.numel() == 0) return Status::ok();
+    const float* x = xt.data<float>();
+    const float* wd = wt.data<float>();
+    const float* bias = opt_input(in, 2) ? in[2]->data<float>() : nullptr;
+    float* y = yt.data<float>();
+    const int64_t N = xt.dim(0), C = xt.dim(1), G = group_, Cg = C / G, Mg = wt.dim(1), M = Mg * G;
+    const int64_t P = w.out_size(), HWin = w.in_size(), KS = w.k_size();
+    const double work = static_cast<double>(N) * C * Mg * HWin * KS;
+    const int nt = work > 4 * kParallelThreshold ? ctx.num_threads : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t nm = 0; nm < N * M; ++nm) {
+      const int64_t n = nm / M, m = nm % M, g = m / Mg, mg = m % Mg;
+      float* yc = y + nm * P;
+      std::fill(yc, yc + P, bias ? bias[m] : 0.0f);
+      for (int64_t cg = 0; cg < Cg; ++cg) {
+        const int64_t c = g * Cg + cg;
+        const float* xc = x + (n * C + c) * HWin;
+        const float* wc = wd + (c * Mg + mg) * KS;
+        for (int64_t id = 0; id < w.in[0]; ++id)
+          for (int64_t ih = 0; ih < w.in[1]; ++ih)
+            for (int64_t iw = 0; iw < w.in[2]; ++iw) {
+              const float xv = xc[(id * w.in[1] + ih) * w.in[2] + iw];
+              if (xv == 0.0f) continue;
+              for (int64_t kd = 0; kd < w.k[0]; ++kd) {
+                const int64_t od = id * w.s[0] - w.pb[0] + kd * w.d[0];
+                if (od < 0 || od >= w.out[0]) continue;
+                for (int64_t kh = 0; kh < w.k[1]; ++kh) {
+                  const int64_t oh = ih * w.s[1] - w.pb[1] + kh * w.d[1];
+                  if (oh < 0 || oh >= w.out[1]) continue;
+                  float* yrow = yc + (od * w.out[1] + oh) * w.out[2];
+                  const float* wrow = wc + (kd * w.k[1] + kh) * w.k[2];
+                  for (int64_t kw = 0; kw < w.k[2]; ++kw) {
+                    const int64_t ow = iw * w.s[2] - w.pb[2] + kw * w.d[2];
+                    if (ow < 0 || ow >= w.out[2]) continue;
+                    yrow[ow] += xv * wrow[kw];
+                  }
+                }
+              }
+            }
+      }
+    }
+    return Status::ok();
+  }
+
+ private:
+  WindowAttrs attrs_;
+  int64_t group_ = 1;
+  std::vector<int64_t> output_padding_, output_shape_;
+};
+
 }  // namespace
 }  // namespace ref
 
 void register_ref_nn(KernelRegistry& r) {
   r.add("", "Conv", "ref", 0, make_factory<ref::ConvKernel>());
+  r.add("", "ConvTranspose", "ref", 0, make_factory<ref::ConvTransposeKernel>());
   r.add(kMedqDomain, "FusedConv", "ref", 0, make_factory<ref::ConvKernel>());
   register_ref_pool(r);
 }

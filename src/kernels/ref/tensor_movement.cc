@@ -1,6 +1,8 @@
 // Reference data-movement kernels. All are dtype-agnostic (elements are moved
 // by size): Transpose, Concat, Split, Slice, Gather, GatherElements, GatherND,
-// Expand, Tile, Pad, DepthToSpace, SpaceToDepth, Trilu, EyeLike, NonZero.
+// Expand, Tile, Pad, DepthToSpace, SpaceToDepth, Trilu, EyeLike, NonZero,
+// Scatter/ScatterElements/ScatterND (with reductions), OneHot, Compress,
+// ReverseSequence, Unique, NonMaxSuppression.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -1006,6 +1008,594 @@ class NonZeroKernel : public RefKernel {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Scatter / ScatterElements / ScatterND
+
+enum class ScatterReduce { kNone, kAdd, kMul, kMax, kMin };
+
+Result<ScatterReduce> parse_reduction(const Node& n) {
+  const std::string r = n.attr_s("reduction", "none");
+  if (r == "none") return ScatterReduce::kNone;
+  if (r == "add") return ScatterReduce::kAdd;
+  if (r == "mul") return ScatterReduce::kMul;
+  if (r == "max") return ScatterReduce::kMax;
+  if (r == "min") return ScatterReduce::kMin;
+  return invalid_argument(n.label() + ": unknown reduction '" + r + "'");
+}
+
+template <class T>
+inline void scatter_apply(ScatterReduce red, T& dst, T v) {
+  switch (red) {
+    case ScatterReduce::kNone: dst = v; break;
+    case ScatterReduce::kAdd: dst = static_cast<T>(dst + v); break;
+    case ScatterReduce::kMul: dst = static_cast<T>(dst * v); break;
+    case ScatterReduce::kMax: dst = std::max(dst, v); break;
+    case ScatterReduce::kMin: dst = std::min(dst, v); break;
+  }
+}
+
+// Calls f(T{}) with the C++ type of a numeric dtype (for arithmetic reductions).
+template <class F>
+Status dispatch_numeric(DataType dt, const std::string& label, F&& f) {
+  switch (dt) {
+    case DataType::kFloat32: f(float{}); return Status::ok();
+    case DataType::kFloat64: f(double{}); return Status::ok();
+    case DataType::kInt8: f(int8_t{}); return Status::ok();
+    case DataType::kUInt8: f(uint8_t{}); return Status::ok();
+    case DataType::kInt16: f(int16_t{}); return Status::ok();
+    case DataType::kUInt16: f(uint16_t{}); return Status::ok();
+    case DataType::kInt32: f(int32_t{}); return Status::ok();
+    case DataType::kInt64: f(int64_t{}); return Status::ok();
+    case DataType::kUInt32: f(uint32_t{}); return Status::ok();
+    case DataType::kUInt64: f(uint64_t{}); return Status::ok();
+    default:
+      return unsupported(label + ": dtype " + dtype_name(dt) + " is not supported with a scatter reduction");
+  }
+}
+
+class ScatterElementsKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    axis_ = info.node.attr_i("axis", 0);
+    ASSIGN_OR_RETURN(red_, parse_reduction(info.node));
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 3, 3));
+    const int r = in[0]->rank();
+    if (r == 0) return error("data must have rank >= 1");
+    if (in[1]->rank() != r)
+      return error("indices rank " + std::to_string(in[1]->rank()) + " differs from data rank " + std::to_string(r));
+    if (in[2]->shape() != in[1]->shape())
+      return error("updates " + shape_str(in[2]->shape()) + " must have the shape of indices " +
+                   shape_str(in[1]->shape()));
+    if (in[2]->dtype() != in[0]->dtype()) return error("updates dtype differs from data dtype");
+    if (axis_ < -r || axis_ >= r) return error("axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(r));
+    for (int d = 0; d < r; ++d)
+      if (d != (axis_ < 0 ? axis_ + r : axis_) && in[1]->dim(d) > in[0]->dim(d))
+        return error("indices " + shape_str(in[1]->shape()) + " exceed data " + shape_str(in[0]->shape()) +
+                     " in dim " + std::to_string(d));
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), in[0]->shape()};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& x = *in[0];
+    const Tensor& ind = *in[1];
+    const Tensor& upd = *in[2];
+    Tensor& y = *out[0];
+    const int r = x.rank();
+    const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+    ASSIGN_OR_RETURN(std::vector<int64_t> idx, read_indices(label_, ind, x.shape()[axis]));
+    copy_if_distinct(x, y);
+    std::vector<int64_t> xst = strides_of(x.shape());
+    const Shape& is = ind.shape();
+    // Output offset of every update element.
+    std::vector<int64_t> offs(idx.size());
+    std::vector<int64_t> pos(r, 0);
+    for (int64_t i = 0; i < static_cast<int64_t>(idx.size()); ++i) {
+      int64_t off = 0;
+      for (int d = 0; d < r; ++d) off += (d == axis ? idx[i] : pos[d]) * xst[d];
+      offs[i] = off;
+      for (int d = r - 1; d >= 0; --d) {
+        if (++pos[d] < is[d]) break;
+        pos[d] = 0;
+      }
+    }
+    if (red_ == ScatterReduce::kNone) {
+      return dispatch_by_size(dtype_size(x.dtype()), [&](auto tag) {
+        using T = decltype(tag);
+        const T* u = static_cast<const T*>(upd.raw());
+        T* dst = static_cast<T*>(y.raw());
+        for (size_t i = 0; i < offs.size(); ++i) dst[offs[i]] = u[i];
+      });
+    }
+    return dispatch_numeric(x.dtype(), label_, [&](auto tag) {
+      using T = decltype(tag);
+      const T* u = upd.data<T>();
+      T* dst = y.data<T>();
+      for (size_t i = 0; i < offs.size(); ++i) scatter_apply(red_, dst[offs[i]], u[i]);
+    });
+  }
+
+ private:
+  int64_t axis_ = 0;
+  ScatterReduce red_ = ScatterReduce::kNone;
+};
+
+class ScatterNDKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    ASSIGN_OR_RETURN(red_, parse_reduction(info.node));
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 3, 3));
+    const Shape& xs = in[0]->shape();
+    const Shape& is = in[1]->shape();
+    if (in[1]->dtype() != DataType::kInt64) return error("indices must be int64");
+    if (xs.empty() || is.empty()) return error("data and indices must have rank >= 1");
+    const int64_t k = is.back();
+    if (k < 1 || k > static_cast<int64_t>(xs.size()))
+      return error("index depth " + std::to_string(k) + " invalid for data " + shape_str(xs));
+    Shape us(is.begin(), is.end() - 1);
+    for (size_t d = k; d < xs.size(); ++d) us.push_back(xs[d]);
+    if (in[2]->shape() != us)
+      return error("updates " + shape_str(in[2]->shape()) + " must have shape " + shape_str(us));
+    if (in[2]->dtype() != in[0]->dtype()) return error("updates dtype differs from data dtype");
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), xs};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& x = *in[0];
+    const Tensor& ind = *in[1];
+    const Tensor& upd = *in[2];
+    Tensor& y = *out[0];
+    const Shape& xs = x.shape();
+    const int64_t k = ind.shape().back();
+    const int64_t nq = k ? ind.numel() / k : 0;
+    int64_t slice = 1;
+    for (size_t d = k; d < xs.size(); ++d) slice *= xs[d];
+    std::vector<int64_t> xst = strides_of(xs);
+    const int64_t* id = ind.data<int64_t>();
+    std::vector<int64_t> offs(nq);
+    for (int64_t q = 0; q < nq; ++q) {
+      int64_t off = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t dim = xs[j], v = id[q * k + j];
+        if (v < -dim || v >= dim) return error("index " + std::to_string(v) + " out of range for dim " + std::to_string(dim));
+        off += (v < 0 ? v + dim : v) * xst[j];
+      }
+      offs[q] = off;
+    }
+    copy_if_distinct(x, y);
+    if (red_ == ScatterReduce::kNone) {
+      const size_t es = dtype_size(x.dtype());
+      uint8_t* dst = static_cast<uint8_t*>(y.raw());
+      const uint8_t* u = static_cast<const uint8_t*>(upd.raw());
+      for (int64_t q = 0; q < nq; ++q) std::memcpy(dst + offs[q] * es, u + q * slice * es, slice * es);
+      return Status::ok();
+    }
+    return dispatch_numeric(x.dtype(), label_, [&](auto tag) {
+      using T = decltype(tag);
+      const T* u = upd.data<T>();
+      T* dst = y.data<T>();
+      for (int64_t q = 0; q < nq; ++q)
+        for (int64_t j = 0; j < slice; ++j) scatter_apply(red_, dst[offs[q] + j], u[q * slice + j]);
+    });
+  }
+
+ private:
+  ScatterReduce red_ = ScatterReduce::kNone;
+};
+
+// ---------------------------------------------------------------------------
+// OneHot
+
+class OneHotKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    axis_ = info.node.attr_i("axis", -1);
+    return Status::ok();
+  }
+  Result<int64_t> depth_of(const Tensor& t) const {
+    if (t.numel() != 1) return error("depth must have exactly one element, got " + shape_str(t.shape()));
+    const double d = t.get_f64(0);
+    if (!(d >= 1)) return error("depth must be >= 1, got " + std::to_string(d));
+    return static_cast<int64_t>(d);
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 3, 3));
+    if (in[2]->numel() != 2) return error("values must have 2 elements [off, on], got " + shape_str(in[2]->shape()));
+    ASSIGN_OR_RETURN(int64_t depth, depth_of(*in[1]));
+    const int r = in[0]->rank() + 1;
+    if (axis_ < -r || axis_ >= r) return error("axis " + std::to_string(axis_) + " out of range for output rank " + std::to_string(r));
+    const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+    Shape ys = in[0]->shape();
+    ys.insert(ys.begin() + axis, depth);
+    out.resize(num_outputs_);
+    out[0] = {in[2]->dtype(), ys};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& ind = *in[0];
+    ASSIGN_OR_RETURN(int64_t depth, depth_of(*in[1]));
+    const int r = ind.rank() + 1;
+    const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < axis; ++d) outer *= ind.shape()[d];
+    for (int d = axis; d < ind.rank(); ++d) inner *= ind.shape()[d];
+    const Tensor& vals = *in[2];
+    Tensor& y = *out[0];
+    return dispatch_by_size(dtype_size(vals.dtype()), [&](auto tag) {
+      using T = decltype(tag);
+      const T off = static_cast<const T*>(vals.raw())[0], on = static_cast<const T*>(vals.raw())[1];
+      T* dst = static_cast<T*>(y.raw());
+      std::fill(dst, dst + y.numel(), off);
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) {
+          double v = ind.get_f64(o * inner + i);
+          int64_t k = static_cast<int64_t>(v);
+          if (k < 0) k += depth;
+          if (k < 0 || k >= depth) continue;
+          dst[(o * depth + k) * inner + i] = on;
+        }
+    });
+  }
+
+ private:
+  int64_t axis_ = -1;
+};
+
+// ---------------------------------------------------------------------------
+// Compress
+
+class CompressKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    has_axis_ = info.node.has_attr("axis");
+    axis_ = info.node.attr_i("axis", 0);
+    return Status::ok();
+  }
+  // Selected positions along the compressed dim of size `dim`.
+  Result<std::vector<int64_t>> selected(const Tensor& cond, int64_t dim) const {
+    if (cond.rank() != 1) return error("condition must be 1-D, got " + shape_str(cond.shape()));
+    if (cond.numel() > dim)
+      return error("condition has " + std::to_string(cond.numel()) + " entries, more than the " + std::to_string(dim) +
+                   " selectable slices");
+    std::vector<int64_t> sel;
+    for (int64_t i = 0; i < cond.numel(); ++i)
+      if (cond.get_f64(i) != 0) sel.push_back(i);
+    return sel;
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 2));
+    const Shape& xs = in[0]->shape();
+    const int r = in[0]->rank();
+    Shape ys;
+    if (has_axis_) {
+      if (axis_ < -r || axis_ >= r) return error("axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(r));
+      const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+      ASSIGN_OR_RETURN(std::vector<int64_t> sel, selected(*in[1], xs[axis]));
+      ys = xs;
+      ys[axis] = static_cast<int64_t>(sel.size());
+    } else {
+      ASSIGN_OR_RETURN(std::vector<int64_t> sel, selected(*in[1], in[0]->numel()));
+      ys = {static_cast<int64_t>(sel.size())};
+    }
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), ys};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& x = *in[0];
+    const int r = x.rank();
+    int64_t outer = 1, dim = x.numel(), inner = 1;
+    if (has_axis_) {
+      const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+      dim = x.shape()[axis];
+      for (int d = 0; d < axis; ++d) outer *= x.shape()[d];
+      for (int d = axis + 1; d < r; ++d) inner *= x.shape()[d];
+    }
+    ASSIGN_OR_RETURN(std::vector<int64_t> sel, selected(*in[1], dim));
+    const size_t es = dtype_size(x.dtype());
+    const uint8_t* src = static_cast<const uint8_t*>(x.raw());
+    uint8_t* dst = static_cast<uint8_t*>(out[0]->raw());
+    const int64_t ns = static_cast<int64_t>(sel.size());
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t j = 0; j < ns; ++j)
+        std::memcpy(dst + (o * ns + j) * inner * es, src + (o * dim + sel[j]) * inner * es, inner * es);
+    return Status::ok();
+  }
+
+ private:
+  bool has_axis_ = false;
+  int64_t axis_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// ReverseSequence
+
+class ReverseSequenceKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    time_axis_ = info.node.attr_i("time_axis", 0);
+    batch_axis_ = info.node.attr_i("batch_axis", 1);
+    if (!((time_axis_ == 0 && batch_axis_ == 1) || (time_axis_ == 1 && batch_axis_ == 0)))
+      return error("time_axis/batch_axis must be 0/1 or 1/0, got " + std::to_string(time_axis_) + "/" +
+                   std::to_string(batch_axis_));
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 2));
+    if (in[0]->rank() < 2) return error("input must have rank >= 2, got " + shape_str(in[0]->shape()));
+    if (in[1]->rank() != 1 || in[1]->numel() != in[0]->dim(static_cast<int>(batch_axis_)))
+      return error("sequence_lens " + in[1]->desc() + " must be 1-D with the batch size " +
+                   std::to_string(in[0]->dim(static_cast<int>(batch_axis_))));
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), in[0]->shape()};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& x = *in[0];
+    const int64_t T = x.dim(static_cast<int>(time_axis_)), B = x.dim(static_cast<int>(batch_axis_));
+    const int64_t inner = x.numel() / std::max<int64_t>(T * B, 1);
+    const int64_t t_stride = (time_axis_ == 0 ? B : 1) * inner, b_stride = (batch_axis_ == 0 ? T : 1) * inner;
+    const size_t es = dtype_size(x.dtype());
+    const uint8_t* src = static_cast<const uint8_t*>(x.raw());
+    uint8_t* dst = static_cast<uint8_t*>(out[0]->raw());
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t len = in[1]->get_i64(b);
+      if (len < 0 || len > T)
+        return error("sequence_lens[" + std::to_string(b) + "] = " + std::to_string(len) + " outside [0, " +
+                     std::to_string(T) + "]");
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t st = t < len ? len - 1 - t : t;
+        std::memcpy(dst + (b * b_stride + t * t_stride) * es, src + (b * b_stride + st * t_stride) * es, inner * es);
+      }
+    }
+    return Status::ok();
+  }
+
+ private:
+  int64_t time_axis_ = 0, batch_axis_ = 1;
+};
+
+// ---------------------------------------------------------------------------
+// Unique
+
+// Outputs Y (unique elements or slices along `axis`), indices (first
+// occurrence), inverse_indices and counts. sorted=1 orders Y ascending
+// (slices lexicographically), sorted=0 by first occurrence.
+class UniqueKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    has_axis_ = info.node.has_attr("axis");
+    axis_ = info.node.attr_i("axis", 0);
+    sorted_ = info.node.attr_i("sorted", 1) != 0;
+    return Status::ok();
+  }
+  struct Plan {
+    int64_t outer = 1, dim = 0, inner = 1;
+    std::vector<int64_t> first;    // per unique item: first occurrence
+    std::vector<int64_t> inverse;  // per item of X: unique index
+    std::vector<int64_t> counts;
+  };
+  Status plan(const Tensor& x, Plan& p) const {
+    const int r = x.rank();
+    if (has_axis_) {
+      if (axis_ < -r || axis_ >= r) return error("axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(r));
+      const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
+      p.dim = x.shape()[axis];
+      for (int d = 0; d < axis; ++d) p.outer *= x.shape()[d];
+      for (int d = axis + 1; d < r; ++d) p.inner *= x.shape()[d];
+    } else {
+      p.dim = x.numel();
+    }
+    return dispatch_numeric(x.dtype() == DataType::kBool ? DataType::kUInt8 : x.dtype(), label_, [&](auto tag) {
+      using T = decltype(tag);
+      const T* src = static_cast<const T*>(x.raw());
+      const int64_t outer = p.outer, dim = p.dim, inner = p.inner;
+      // Three-way comparison of items a and b (slices along the axis).
+      auto cmp = [&](int64_t a, int64_t b) {
+        for (int64_t o = 0; o < outer; ++o)
+          for (int64_t i = 0; i < inner; ++i) {
+            const T va = src[(o * dim + a) * inner + i], vb = src[(o * dim + b) * inner + i];
+            if (va < vb) return -1;
+            if (vb < va) return 1;
+          }
+        return 0;
+      };
+      std::vector<int64_t> order(dim);
+      for (int64_t i = 0; i < dim; ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cmp(a, b) < 0; });
+      // Groups of equal items in sorted order; the first of each is the first occurrence (stable sort).
+      std::vector<int64_t> group_of(dim);
+      std::vector<int64_t> firsts, cnts;
+      for (int64_t k = 0; k < dim; ++k) {
+        if (k == 0 || cmp(order[k - 1], order[k]) != 0) {
+          firsts.push_back(order[k]);
+          cnts.push_back(0);
+        }
+        group_of[order[k]] = static_cast<int64_t>(firsts.size()) - 1;
+        ++cnts.back();
+      }
+      std::vector<int64_t> rank(firsts.size());
+      std::vector<int64_t> gorder(firsts.size());
+      for (size_t g = 0; g < firsts.size(); ++g) gorder[g] = static_cast<int64_t>(g);
+      if (!sorted_)
+        std::sort(gorder.begin(), gorder.end(), [&](int64_t a, int64_t b) { return firsts[a] < firsts[b]; });
+      for (size_t k = 0; k < gorder.size(); ++k) rank[gorder[k]] = static_cast<int64_t>(k);
+      p.first.resize(firsts.size());
+      p.counts.resize(firsts.size());
+      for (size_t g = 0; g < firsts.size(); ++g) {
+        p.first[rank[g]] = firsts[g];
+        p.counts[rank[g]] = cnts[g];
+      }
+      p.inverse.resize(dim);
+      for (int64_t i = 0; i < dim; ++i) p.inverse[i] = rank[group_of[i]];
+    });
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 1, 1));
+    Plan p;
+    RETURN_IF_ERROR(plan(*in[0], p));
+    const int64_t u = static_cast<int64_t>(p.first.size());
+    Shape ys = {u};
+    if (has_axis_) {
+      ys = in[0]->shape();
+      ys[axis_ < 0 ? axis_ + in[0]->rank() : axis_] = u;
+    }
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), ys};
+    if (num_outputs_ > 1) out[1] = {DataType::kInt64, {u}};
+    if (num_outputs_ > 2) out[2] = {DataType::kInt64, {p.dim}};
+    if (num_outputs_ > 3) out[3] = {DataType::kInt64, {u}};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    const Tensor& x = *in[0];
+    Plan p;
+    RETURN_IF_ERROR(plan(x, p));
+    const int64_t u = static_cast<int64_t>(p.first.size());
+    if (Tensor* y = out_at(out, 0)) {
+      const size_t es = dtype_size(x.dtype());
+      const uint8_t* src = static_cast<const uint8_t*>(x.raw());
+      uint8_t* dst = static_cast<uint8_t*>(y->raw());
+      for (int64_t o = 0; o < p.outer; ++o)
+        for (int64_t k = 0; k < u; ++k)
+          std::memcpy(dst + (o * u + k) * p.inner * es, src + (o * p.dim + p.first[k]) * p.inner * es, p.inner * es);
+    }
+    auto put = [&](size_t i, const std::vector<int64_t>& v) {
+      if (Tensor* t = out_at(out, i)) std::copy(v.begin(), v.end(), t->data<int64_t>());
+    };
+    put(1, p.first);
+    put(2, p.inverse);
+    put(3, p.counts);
+    return Status::ok();
+  }
+
+ private:
+  bool has_axis_ = false, sorted_ = true;
+  int64_t axis_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// NonMaxSuppression
+
+// Greedy per (batch, class): boxes with score > score_threshold by descending
+// score, dropping those whose IoU with a kept box exceeds iou_threshold, at
+// most max_output_boxes_per_class. Output [num_selected, 3] int64 rows
+// (batch, class, box).
+class NonMaxSuppressionKernel : public RefKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    center_point_box_ = info.node.attr_i("center_point_box", 0) != 0;
+    return Status::ok();
+  }
+  Status select(const TensorList& in, std::vector<int64_t>& rows) const {
+    const Tensor& boxes = *in[0];
+    const Tensor& scores = *in[1];
+    if (boxes.dtype() != DataType::kFloat32 || scores.dtype() != DataType::kFloat32)
+      return unsupported_error("boxes and scores must be float32");
+    if (boxes.rank() != 3 || boxes.dim(2) != 4) return error("boxes must be [batch, boxes, 4], got " + shape_str(boxes.shape()));
+    if (scores.rank() != 3 || scores.dim(0) != boxes.dim(0) || scores.dim(2) != boxes.dim(1))
+      return error("scores " + shape_str(scores.shape()) + " must be [batch, classes, " + std::to_string(boxes.dim(1)) + "]");
+    int64_t max_out = 0;
+    float iou_th = 0, score_th = -std::numeric_limits<float>::infinity();
+    bool has_score_th = false;
+    if (const Tensor* t = opt_input(in, 2)) {
+      if (t->numel() != 1) return error("max_output_boxes_per_class must have one element");
+      max_out = t->get_i64(0);
+    }
+    if (const Tensor* t = opt_input(in, 3)) {
+      if (t->numel() != 1) return error("iou_threshold must have one element");
+      iou_th = static_cast<float>(t->get_f64(0));
+    }
+    if (const Tensor* t = opt_input(in, 4)) {
+      if (t->numel() != 1) return error("score_threshold must have one element");
+      score_th = static_cast<float>(t->get_f64(0));
+      has_score_th = true;
+    }
+    rows.clear();
+    if (max_out <= 0) return Status::ok();
+    const int64_t B = boxes.dim(0), NB = boxes.dim(1), NC = scores.dim(1);
+    const float* bx = boxes.data<float>();
+    const float* sc = scores.data<float>();
+    auto corners = [&](const float* b, float* c) {
+      if (center_point_box_) {
+        c[0] = b[1] - b[3] / 2;  // y1
+        c[1] = b[0] - b[2] / 2;  // x1
+        c[2] = b[1] + b[3] / 2;
+        c[3] = b[0] + b[2] / 2;
+      } else {
+        c[0] = std::min(b[0], b[2]);
+        c[1] = std::min(b[1], b[3]);
+        c[2] = std::max(b[0], b[2]);
+        c[3] = std::max(b[1], b[3]);
+      }
+    };
+    auto iou = [&](const float* a, const float* b) {
+      float ca[4], cb[4];
+      corners(a, ca);
+      corners(b, cb);
+      const float ih = std::max(0.0f, std::min(ca[2], cb[2]) - std::max(ca[0], cb[0]));
+      const float iw = std::max(0.0f, std::min(ca[3], cb[3]) - std::max(ca[1], cb[1]));
+      const float inter = ih * iw;
+      const float ua = (ca[2] - ca[0]) * (ca[3] - ca[1]) + (cb[2] - cb[0]) * (cb[3] - cb[1]) - inter;
+      return ua > 0 ? inter / ua : 0.0f;
+    };
+    std::vector<int64_t> cand, kept;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < NC; ++c) {
+        const float* s = sc + (b * NC + c) * NB;
+        cand.clear();
+        for (int64_t i = 0; i < NB; ++i)
+          if (!has_score_th || s[i] > score_th) cand.push_back(i);
+        std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t bb) { return s[a] > s[bb]; });
+        kept.clear();
+        for (int64_t i : cand) {
+          if (static_cast<int64_t>(kept.size()) >= max_out) break;
+          bool ok = true;
+          for (int64_t k : kept)
+            if (iou(bx + (b * NB + i) * 4, bx + (b * NB + k) * 4) > iou_th) {
+              ok = false;
+              break;
+            }
+          if (!ok) continue;
+          kept.push_back(i);
+          rows.insert(rows.end(), {b, c, i});
+        }
+      }
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 5));
+    std::vector<int64_t> rows;
+    RETURN_IF_ERROR(select(in, rows));
+    out.resize(num_outputs_);
+    out[0] = {DataType::kInt64, {static_cast<int64_t>(rows.size() / 3), 3}};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
+    std::vector<int64_t> rows;
+    RETURN_IF_ERROR(select(in, rows));
+    std::copy(rows.begin(), rows.end(), out[0]->data<int64_t>());
+    return Status::ok();
+  }
+
+ private:
+  bool center_point_box_ = false;
+};
+
 }  // namespace
 }  // namespace ref
 
@@ -1026,6 +1616,14 @@ void register_ref_tensor_movement(KernelRegistry& r) {
   r.add("", "Trilu", "ref", 0, make_factory<TriluKernel>());
   r.add("", "EyeLike", "ref", 0, make_factory<EyeLikeKernel>());
   r.add("", "NonZero", "ref", 0, make_factory<NonZeroKernel>());
+  r.add("", "Scatter", "ref", 0, make_factory<ScatterElementsKernel>());
+  r.add("", "ScatterElements", "ref", 0, make_factory<ScatterElementsKernel>());
+  r.add("", "ScatterND", "ref", 0, make_factory<ScatterNDKernel>());
+  r.add("", "OneHot", "ref", 0, make_factory<OneHotKernel>());
+  r.add("", "Compress", "ref", 0, make_factory<CompressKernel>());
+  r.add("", "ReverseSequence", "ref", 0, make_factory<ReverseSequenceKernel>());
+  r.add("", "Unique", "ref", 0, make_factory<UniqueKernel>());
+  r.add("", "NonMaxSuppression", "ref", 0, make_factory<NonMaxSuppressionKernel>());
 }
 
 }  // namespace medq

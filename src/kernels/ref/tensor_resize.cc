@@ -1,7 +1,7 @@
 // Reference Resize (opset 10+) and Upsample (opset 7/9): nearest for every
 // dtype (a gather), linear and cubic for float32 as separable per-axis passes.
 // Coordinate transforms and tap selection follow the ONNX reference
-// implementation (onnx/reference/ops/op_resize.py).
+// implementation (onnx/reference/ops/op_resize.py). Also GridSample (2-D).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -355,12 +355,170 @@ class ResizeKernel : public RefKernel {
   std::vector<int64_t> attr_axes_;
 };
 
+// GridSample (opset 16, 2-D, float32/float64): Y[n, c, oh, ow] samples X[n, c]
+// at Grid[n, oh, ow] = (x, y) in [-1, 1] with bilinear / nearest / bicubic
+// interpolation and zeros / border / reflection padding. Follows the ONNX
+// reference implementation (onnx/reference/ops/op_grid_sample.py).
+class GridSampleKernel : public RefKernel {
+ public:
+  enum class Mode { kBilinear, kNearest, kBicubic };
+  enum class Padding { kZeros, kBorder, kReflection };
+
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    const std::string mode = n.attr_s("mode", "bilinear");
+    if (mode == "bilinear" || mode == "linear") mode_ = Mode::kBilinear;
+    else if (mode == "nearest") mode_ = Mode::kNearest;
+    else if (mode == "bicubic" || mode == "cubic") mode_ = Mode::kBicubic;
+    else return error("unsupported mode '" + mode + "'");
+    const std::string pad = n.attr_s("padding_mode", "zeros");
+    if (pad == "zeros") padding_ = Padding::kZeros;
+    else if (pad == "border") padding_ = Padding::kBorder;
+    else if (pad == "reflection") padding_ = Padding::kReflection;
+    else return error("unsupported padding_mode '" + pad + "'");
+    align_corners_ = n.attr_i("align_corners", 0) != 0;
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 2));
+    const Tensor& x = *in[0];
+    const Tensor& g = *in[1];
+    if (x.dtype() != DataType::kFloat32 && x.dtype() != DataType::kFloat64)
+      return unsupported_error(std::string("dtype ") + dtype_name(x.dtype()) + " is not supported (float32/float64)");
+    if (g.dtype() != x.dtype()) return error("grid dtype must match X");
+    if (x.rank() != 4) return unsupported_error("only 4-D X (N, C, H, W) is supported, got " + shape_str(x.shape()));
+    if (g.rank() != 4 || g.dim(0) != x.dim(0) || g.dim(3) != 2)
+      return error("grid " + shape_str(g.shape()) + " must be [N, H_out, W_out, 2] with N = " + std::to_string(x.dim(0)));
+    out.resize(num_outputs_);
+    out[0] = {x.dtype(), {x.dim(0), x.dim(1), g.dim(1), g.dim(2)}};
+    return Status::ok();
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const int nt = out[0]->numel() > kParallelThreshold / 4 ? ctx.num_threads : 1;
+    if (in[0]->dtype() == DataType::kFloat64) run_typed<double>(*in[0], *in[1], *out[0], nt);
+    else run_typed<float>(*in[0], *in[1], *out[0], nt);
+    return Status::ok();
+  }
+
+ private:
+  double denormalize(double v, int64_t len) const {
+    return align_corners_ ? (v + 1) / 2.0 * (len - 1) : ((v + 1) * len - 1) / 2.0;
+  }
+  static double reflect(double x, double lo, double hi) {
+    const double rng = hi - lo;
+    if (rng <= 0) return lo;
+    if (x < lo) {
+      const double dx = lo - x;
+      const int64_t n = static_cast<int64_t>(dx / rng);
+      const double r = dx - n * rng;
+      return n % 2 == 0 ? lo + r : hi - r;
+    }
+    if (x > hi) {
+      const double dx = x - hi;
+      const int64_t n = static_cast<int64_t>(dx / rng);
+      const double r = dx - n * rng;
+      return n % 2 == 0 ? hi - r : lo + r;
+    }
+    return x;
+  }
+  template <class T>
+  double pixel(const T* img, int64_t H, int64_t W, int64_t r, int64_t c, const double* border) const {
+    switch (padding_) {
+      case Padding::kZeros:
+        return (r >= 0 && r < H && c >= 0 && c < W) ? static_cast<double>(img[r * W + c]) : 0.0;
+      case Padding::kBorder:
+        r = std::min<int64_t>(std::max<int64_t>(r, 0), H - 1);
+        c = std::min<int64_t>(std::max<int64_t>(c, 0), W - 1);
+        return img[r * W + c];
+      case Padding::kReflection:
+        c = static_cast<int64_t>(reflect(static_cast<double>(c), border[0], border[2]));
+        r = static_cast<int64_t>(reflect(static_cast<double>(r), border[1], border[3]));
+        r = std::min<int64_t>(std::max<int64_t>(r, 0), H - 1);
+        c = std::min<int64_t>(std::max<int64_t>(c, 0), W - 1);
+        return img[r * W + c];
+    }
+    return 0.0;
+  }
+  static void cubic_coeffs(double t, double* c) {
+    const double A = -0.75;
+    const double x0 = t + 1, x1 = t, x2 = 1 - t, x3 = 2 - t;
+    c[0] = ((A * x0 - 5 * A) * x0 + 8 * A) * x0 - 4 * A;
+    c[1] = ((A + 2) * x1 - (A + 3)) * x1 * x1 + 1;
+    c[2] = ((A + 2) * x2 - (A + 3)) * x2 * x2 + 1;
+    c[3] = ((A * x3 - 5 * A) * x3 + 8 * A) * x3 - 4 * A;
+  }
+
+  template <class T>
+  void run_typed(const Tensor& xt, const Tensor& gt, Tensor& yt, int nt) const {
+    const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3);
+    const int64_t OH = gt.dim(1), OW = gt.dim(2);
+    const T* x = xt.data<T>();
+    const T* grid = gt.data<T>();
+    T* y = yt.data<T>();
+    // Border of valid coordinates: x_min, y_min, x_max, y_max.
+    const double border[4] = {align_corners_ ? 0.0 : -0.5, align_corners_ ? 0.0 : -0.5,
+                              align_corners_ ? W - 1.0 : W - 0.5, align_corners_ ? H - 1.0 : H - 0.5};
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const T* img = x + (n * C + c) * H * W;
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const T* gp = grid + ((n * OH + oh) * OW + ow) * 2;
+          double fx = denormalize(static_cast<double>(gp[0]), W), fy = denormalize(static_cast<double>(gp[1]), H);
+          if (mode_ == Mode::kNearest) {
+            fx = std::nearbyint(fx);
+            fy = std::nearbyint(fy);
+          }
+          if (fx < border[0] || fx > border[2] || fy < border[1] || fy > border[3]) {
+            if (padding_ == Padding::kBorder) {
+              fx = std::min(std::max(fx, 0.0), W - 1.0);
+              fy = std::min(std::max(fy, 0.0), H - 1.0);
+            } else if (padding_ == Padding::kReflection) {
+              fx = reflect(fx, border[0], border[2]);
+              fy = reflect(fy, border[1], border[3]);
+            }
+          }
+          double v = 0;
+          if (mode_ == Mode::kNearest) {
+            v = pixel(img, H, W, static_cast<int64_t>(fy), static_cast<int64_t>(fx), border);
+          } else if (mode_ == Mode::kBilinear) {
+            const int64_t x1 = static_cast<int64_t>(std::floor(fx)), y1 = static_cast<int64_t>(std::floor(fy));
+            const int64_t x2 = x1 + 1, y2 = y1 + 1;
+            const double dx2 = x2 - fx, dx1 = fx - x1, dy2 = y2 - fy, dy1 = fy - y1;
+            v = dy2 * (dx2 * pixel(img, H, W, y1, x1, border) + dx1 * pixel(img, H, W, y1, x2, border)) +
+                dy1 * (dx2 * pixel(img, H, W, y2, x1, border) + dx1 * pixel(img, H, W, y2, x2, border));
+          } else {
+            const int64_t x0 = static_cast<int64_t>(std::floor(fx)) - 1, y0 = static_cast<int64_t>(std::floor(fy)) - 1;
+            double cx[4], cy[4];
+            cubic_coeffs(fx - std::floor(fx), cx);
+            cubic_coeffs(fy - std::floor(fy), cy);
+            for (int i = 0; i < 4; ++i) {
+              double row = 0;
+              for (int j = 0; j < 4; ++j) row += cx[j] * pixel(img, H, W, y0 + i, x0 + j, border);
+              v += cy[i] * row;
+            }
+          }
+          y[((n * C + c) * OH + oh) * OW + ow] = static_cast<T>(v);
+        }
+    }
+  }
+
+  Mode mode_ = Mode::kBilinear;
+  Padding padding_ = Padding::kZeros;
+  bool align_corners_ = false;
+};
+
 }  // namespace
 }  // namespace ref
 
 void register_ref_tensor_resize(KernelRegistry& r) {
   r.add("", "Resize", "ref", 0, make_factory<ref::ResizeKernel>());
   r.add("", "Upsample", "ref", 0, make_factory<ref::ResizeKernel>());
+  r.add("", "GridSample", "ref", 0, make_factory<ref::GridSampleKernel>());
 }
 
 }  // namespace medq

@@ -1,0 +1,595 @@
+// oneDNN kernels ("dnnl" backend) against the reference kernels / a naive
+// oracle: random Conv configurations (groups, depthwise, strides, pads,
+// dilations, 1x1, bias, fused activation and residual sum), pools, Gemm,
+// MatMul; a concurrency check; a timing print; and a whole-model comparison.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "ops/fused.h"
+#include "ref_op_runner.h"
+#include "onnx/model_io.h"
+#include "runtime/session.h"
+
+// Case tables below list only the leading fields they need.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+namespace medq {
+namespace {
+
+using testing_ref::cst;
+using testing_ref::in;
+using testing_ref::none;
+using testing_ref::OpInput;
+using testing_ref::OpSpec;
+using testing_ref::random_tensor;
+using testing_ref::run_op;
+
+// |a - b| <= tol * max(1, max |b|) elementwise.
+void expect_close(const Tensor& a, const Tensor& b, float tol, const std::string& what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float scale = 1.f;
+  for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::fabs(pb[i]));
+  int bad = 0;
+  for (int64_t i = 0; i < a.numel() && bad < 5; ++i) {
+    if (!(std::fabs(pa[i] - pb[i]) <= tol * scale)) {
+      ADD_FAILURE() << what << ": element " << i << " dnnl " << pa[i] << " ref " << pb[i];
+      ++bad;
+    }
+  }
+}
+
+Tensor run_one(OpSpec spec, const std::vector<OpInput>& inputs, const std::vector<std::string>& backends,
+               int num_outputs = 1) {
+  spec.backends = backends;
+  spec.num_outputs = num_outputs;
+  auto r = run_op(spec, inputs);
+  EXPECT_TRUE(r.is_ok()) << r.status().message();
+  if (!r.is_ok()) return Tensor();
+  return r.value()[0];
+}
+
+void compare(const OpSpec& spec, const std::vector<OpInput>& inputs, const std::string& what, float tol = 1e-4f) {
+  Tensor d = run_one(spec, inputs, {"dnnl"});
+  Tensor r = run_one(spec, inputs, {"ref"});
+  if (!d.defined() || !r.defined()) {
+    ADD_FAILURE() << what;
+    return;
+  }
+  expect_close(d, r, tol, what);
+}
+
+// ------------------------------------------------------------------ Conv
+
+struct ConvCase {
+  Shape x;       // N, C, spatial...
+  int64_t m;     // output channels
+  Shape k;       // kernel spatial
+  int64_t group = 1;
+  std::vector<int64_t> strides, pads, dilations;
+  std::string auto_pad;
+  bool bias = true;
+  std::string act;  // "" = plain Conv unless sum
+  std::vector<float> act_params;
+  bool sum = false;
+};
+
+std::string describe(const ConvCase& c) {
+  std::string s = "Conv x" + shape_str(c.x) + " m" + std::to_string(c.m) + " k" + shape_str(c.k) + " g" +
+                  std::to_string(c.group) + " s" + shape_str(c.strides) + " p" + shape_str(c.pads) + " d" +
+                  shape_str(c.dilations) + " " + c.auto_pad + (c.bias ? " bias" : "") + " act=" + c.act +
+                  (c.sum ? " sum" : "");
+  return s;
+}
+
+void check_conv(const ConvCase& c, std::mt19937& rng) {
+  OpSpec spec;
+  const bool fused = !c.act.empty() || c.sum;
+  spec.op_type = fused ? "FusedConv" : "Conv";
+  spec.domain = fused ? kMedqDomain : "";
+  spec.attrs.push_back(Attribute::make_int("group", c.group));
+  spec.attrs.push_back(Attribute::make_ints("kernel_shape", c.k));
+  if (!c.strides.empty()) spec.attrs.push_back(Attribute::make_ints("strides", c.strides));
+  if (!c.pads.empty()) spec.attrs.push_back(Attribute::make_ints("pads", c.pads));
+  if (!c.dilations.empty()) spec.attrs.push_back(Attribute::make_ints("dilations", c.dilations));
+  if (!c.auto_pad.empty()) spec.attrs.push_back(Attribute::make_string("auto_pad", c.auto_pad));
+  if (fused) {
+    spec.attrs.push_back(Attribute::make_string("activation", c.act));
+    spec.attrs.push_back(Attribute::make_floats("activation_params", c.act_params));
+  }
+  Shape ws = {c.m, c.x[1] / c.group};
+  ws.insert(ws.end(), c.k.begin(), c.k.end());
+  std::vector<OpInput> inputs = {in(random_tensor(c.x, rng)), cst(random_tensor(ws, rng))};
+  if (c.bias) inputs.push_back(cst(random_tensor({c.m}, rng)));
+  else if (c.sum) inputs.push_back(none());
+  if (c.sum) {
+    // Output shape from the ref kernel run without the sum.
+    OpSpec plain = spec;
+    plain.op_type = "Conv";
+    plain.domain = "";
+    plain.attrs.erase(plain.attrs.end() - 2, plain.attrs.end());
+    std::vector<OpInput> pin(inputs.begin(), inputs.begin() + 2);
+    Tensor y = run_one(plain, pin, {"ref"});
+    ASSERT_TRUE(y.defined());
+    inputs.push_back(in(random_tensor(y.shape(), rng)));
+  }
+  compare(spec, inputs, describe(c));
+}
+
+TEST(Dnnl, ConvFixedCases) {
+  std::mt19937 rng(1);
+  std::vector<ConvCase> cases = {
+      {{1, 3, 16, 16}, 8, {3, 3}, 1, {1, 1}, {1, 1, 1, 1}},
+      {{2, 16, 12, 10}, 32, {1, 1}},                                         // 1x1
+      {{1, 16, 15, 15}, 16, {3, 3}, 16, {2, 2}, {1, 1, 1, 1}},              // depthwise s2
+      {{1, 32, 9, 9}, 32, {3, 3}, 32, {}, {1, 1, 1, 1}, {}, "", false, "Clip", {0.f, 6.f}},  // dw relu6
+      {{1, 8, 11, 13}, 12, {3, 3}, 4, {1, 2}, {0, 1, 2, 1}, {2, 1}},           // groups, asym pads, dil
+      {{1, 4, 10, 10}, 6, {3, 3}, 1, {2, 2}, {}, {}, "SAME_UPPER"},
+      {{1, 4, 10, 10}, 6, {2, 2}, 1, {2, 2}, {}, {}, "SAME_LOWER"},
+      {{1, 4, 11, 11}, 6, {4, 4}, 1, {3, 3}, {}, {}, "SAME_LOWER"},
+      {{1, 4, 10, 9}, 6, {3, 2}, 1, {1, 1}, {}, {}, "VALID", false},
+      {{1, 3, 32, 32}, 16, {7, 7}, 1, {2, 2}, {3, 3, 3, 3}, {}, "", true, "Relu"},  // resnet stem
+      {{1, 16, 8, 8}, 16, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "Relu", {}, true},  // residual
+      {{1, 16, 8, 8}, 16, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", false, "", {}, true},     // sum only
+      {{2, 8, 7, 7}, 16, {1, 1}, 1, {2, 2}, {}, {}, "", true, "LeakyRelu", {0.1f}},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "Sigmoid"},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "HardSigmoid", {0.2f, 0.5f}},
+      {{1, 8, 7, 7}, 8, {3, 3}, 2, {}, {1, 1, 1, 1}, {}, "", true, "HardSwish"},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "Tanh"},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "SiLU"},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "Gelu"},
+      {{1, 8, 7, 7}, 8, {3, 3}, 1, {}, {1, 1, 1, 1}, {}, "", true, "Clip", {-0.5f, 0.5f}, true},
+      {{2, 6, 20}, 4, {3}, 2, {2}, {1, 0}, {2}},                          // 1-D
+      {{1, 4, 6, 7, 5}, 5, {3, 3, 3}, 1, {1, 2, 1}, {1, 1, 1, 1, 1, 1}},  // 3-D
+  };
+  for (const auto& c : cases) check_conv(c, rng);
+}
+
+TEST(Dnnl, ConvRandomCases) {
+  std::mt19937 rng(42);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const char* acts[] = {"", "Relu", "Clip"};
+  for (int t = 0; t < 40; ++t) {
+    ConvCase c;
+    const int kind = pick(0, 3);  // 0: dense, 1: grouped, 2: depthwise, 3: 1x1
+    int64_t group = 1, cin = pick(1, 12), m = pick(1, 12);
+    if (kind == 1) {
+      group = pick(2, 4);
+      cin = group * pick(1, 4);
+      m = group * pick(1, 4);
+    } else if (kind == 2) {
+      group = cin = m = pick(2, 24);
+    }
+    const int64_t kh = kind == 3 ? 1 : pick(1, 5), kw = kind == 3 ? 1 : pick(1, 5);
+    const int64_t sh = pick(1, 3), sw = pick(1, 3), dh = pick(1, 2), dw = pick(1, 2);
+    c.x = {pick(1, 2), cin, pick(6, 20), pick(6, 20)};
+    c.m = m;
+    c.k = {kh, kw};
+    c.group = group;
+    c.strides = {sh, sw};
+    c.dilations = {dh, dw};
+    const int pad_mode = pick(0, 3);
+    if (pad_mode == 0) c.pads = {pick(0, 2), pick(0, 2), pick(0, 2), pick(0, 2)};
+    else if (pad_mode == 1) c.auto_pad = "SAME_UPPER";
+    else if (pad_mode == 2) c.auto_pad = "SAME_LOWER";
+    else c.auto_pad = "VALID";
+    c.bias = pick(0, 1) == 1;
+    c.act = acts[pick(0, 2)];
+    if (c.act == "Clip") c.act_params = {-0.3f, 0.7f};
+    c.sum = pick(0, 3) == 0;
+    check_conv(c, rng);
+  }
+}
+
+TEST(Dnnl, ConvFallsBackForNonConstantWeights) {
+  std::mt19937 rng(3);
+  OpSpec spec;
+  spec.op_type = "Conv";
+  spec.attrs = {Attribute::make_ints("kernel_shape", {3, 3})};
+  std::vector<OpInput> inputs = {in(random_tensor({1, 2, 5, 5}, rng)), in(random_tensor({3, 2, 3, 3}, rng))};
+  spec.backends = {"dnnl"};
+  auto r = run_op(spec, inputs);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported) << r.status().message();
+  spec.backends = {"dnnl", "ref"};
+  EXPECT_TRUE(run_op(spec, inputs).is_ok());
+}
+
+TEST(Dnnl, ConvErrorsNameTheNode) {
+  std::mt19937 rng(3);
+  OpSpec spec;
+  spec.op_type = "Conv";
+  spec.backends = {"dnnl"};
+  spec.attrs = {Attribute::make_ints("kernel_shape", {3, 3})};
+  auto r = run_op(spec, {in(random_tensor({1, 4, 5, 5}, rng)), cst(random_tensor({3, 2, 3, 3}, rng))});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("Conv 'node0'"), std::string::npos) << r.status().message();
+}
+
+// ------------------------------------------------------------------ Pools
+
+TEST(Dnnl, Pools) {
+  std::mt19937 rng(7);
+  struct PoolCase {
+    std::string op;
+    Shape x;
+    std::vector<Attribute> attrs;
+  };
+  using A = Attribute;
+  std::vector<PoolCase> cases = {
+      {"MaxPool", {1, 8, 16, 16}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("strides", {2, 2}),
+                                   A::make_ints("pads", {1, 1, 1, 1})}},
+      {"MaxPool", {2, 3, 9, 9}, {A::make_ints("kernel_shape", {2, 2}), A::make_ints("strides", {2, 2}),
+                                 A::make_int("ceil_mode", 1)}},
+      {"MaxPool", {1, 3, 10, 11}, {A::make_ints("kernel_shape", {3, 2}), A::make_string("auto_pad", "SAME_UPPER"),
+                                   A::make_ints("strides", {2, 3})}},
+      {"MaxPool", {1, 3, 12, 12}, {A::make_ints("kernel_shape", {2, 2}), A::make_ints("dilations", {2, 2})}},
+      {"MaxPool", {1, 2, 20}, {A::make_ints("kernel_shape", {3}), A::make_ints("strides", {2})}},
+      {"MaxPool", {1, 2, 6, 7, 8}, {A::make_ints("kernel_shape", {2, 2, 2})}},
+      {"AveragePool", {1, 4, 9, 9}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("pads", {1, 1, 1, 1})}},
+      {"AveragePool", {1, 4, 9, 9}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("pads", {1, 0, 2, 1}),
+                                     A::make_int("count_include_pad", 1)}},
+      {"AveragePool", {1, 4, 10, 10}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("strides", {2, 2}),
+                                       A::make_int("ceil_mode", 1), A::make_ints("pads", {1, 1, 1, 1})}},
+      {"AveragePool", {1, 4, 10, 10}, {A::make_ints("kernel_shape", {3, 3}), A::make_string("auto_pad", "SAME_LOWER"),
+                                       A::make_ints("strides", {2, 2})}},
+      {"GlobalAveragePool", {2, 16, 7, 7}, {}},
+      {"GlobalMaxPool", {2, 16, 5, 6}, {}},
+      {"GlobalAveragePool", {1, 8, 4, 3, 5}, {}},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.op;
+    spec.attrs = c.attrs;
+    compare(spec, {in(random_tensor(c.x, rng))}, c.op + " " + shape_str(c.x));
+  }
+}
+
+TEST(Dnnl, MaxPoolIndicesFallsBack) {
+  std::mt19937 rng(8);
+  OpSpec spec;
+  spec.op_type = "MaxPool";
+  spec.attrs = {Attribute::make_ints("kernel_shape", {2, 2})};
+  spec.num_outputs = 2;
+  spec.backends = {"dnnl"};
+  std::vector<OpInput> x = {in(random_tensor({1, 2, 4, 4}, rng))};
+  auto r = run_op(spec, x);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  spec.backends = {"dnnl", "ref"};
+  EXPECT_TRUE(run_op(spec, x).is_ok());
+}
+
+// ------------------------------------------------------------------ Gemm / MatMul
+
+// Naive oracle for Gemm: Y = act(alpha * op(A) op(B) + beta * C).
+Tensor naive_gemm(const Tensor& a, const Tensor& b, const Tensor* c, float alpha, float beta, bool ta, bool tb,
+                  bool relu) {
+  const int64_t M = ta ? a.dim(1) : a.dim(0), K = ta ? a.dim(0) : a.dim(1), N = tb ? b.dim(0) : b.dim(1);
+  Tensor y(DataType::kFloat32, {M, N});
+  Shape cs = c ? c->shape() : Shape{};
+  while (cs.size() < 2) cs.insert(cs.begin(), 1);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k)
+        acc += double(a.data<float>()[ta ? k * M + i : i * K + k]) * b.data<float>()[tb ? j * K + k : k * N + j];
+      double v = alpha * acc;
+      if (c) v += beta * c->data<float>()[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)];
+      if (relu && v < 0) v = 0;
+      y.data<float>()[i * N + j] = float(v);
+    }
+  return y;
+}
+
+TEST(Dnnl, Gemm) {
+  std::mt19937 rng(11);
+  struct GemmCase {
+    int64_t M, K, N;
+    bool ta, tb;
+    float alpha, beta;
+    Shape c;  // empty: no C
+    bool const_b, const_c, fused_relu;
+  };
+  std::vector<GemmCase> cases = {
+      {1, 512, 10, false, true, 1.f, 1.f, {10}, true, true, false},  // classifier head
+      {4, 64, 33, false, false, 0.5f, 2.f, {4, 33}, true, true, false},
+      {5, 17, 9, true, true, 1.f, 1.f, {5, 1}, true, false, false},
+      {3, 20, 7, true, false, 1.f, 1.f, {}, false, false, false},
+      {6, 8, 5, false, true, 1.f, 1.f, {1, 5}, false, false, true},
+      {2, 8, 5, false, false, 1.f, 0.5f, {}, true, false, true},
+      {3, 8, 5, false, false, 1.f, 1.f, {1}, true, true, false},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.fused_relu ? "FusedGemm" : "Gemm";
+    spec.domain = c.fused_relu ? kMedqDomain : "";
+    spec.attrs = {Attribute::make_float("alpha", c.alpha), Attribute::make_float("beta", c.beta),
+                  Attribute::make_int("transA", c.ta), Attribute::make_int("transB", c.tb)};
+    if (c.fused_relu) spec.attrs.push_back(Attribute::make_string("activation", "Relu"));
+    Tensor a = random_tensor(c.ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, rng);
+    Tensor b = random_tensor(c.tb ? Shape{c.N, c.K} : Shape{c.K, c.N}, rng);
+    Tensor cc = c.c.empty() ? Tensor() : random_tensor(c.c, rng);
+    std::vector<OpInput> inputs = {in(a), c.const_b ? cst(b) : in(b)};
+    if (cc.defined()) inputs.push_back(c.const_c ? cst(cc) : in(cc));
+    Tensor want = naive_gemm(a, b, cc.defined() ? &cc : nullptr, c.alpha, c.beta, c.ta, c.tb, c.fused_relu);
+    Tensor got = run_one(spec, inputs, {"dnnl"});
+    if (got.defined()) expect_close(got, want, 1e-4f, "Gemm M" + std::to_string(c.M));
+  }
+}
+
+// Naive numpy matmul (ranks >= 1, broadcasting batch dims).
+Tensor naive_matmul(const Tensor& a0, const Tensor& b0, const Tensor* bias, const Shape& ys) {
+  Shape as = a0.shape(), bs = b0.shape();
+  if (as.size() == 1) as.insert(as.begin(), 1);
+  if (bs.size() == 1) bs.push_back(1);
+  const size_t r = std::max(as.size(), bs.size());
+  while (as.size() < r) as.insert(as.begin(), 1);
+  while (bs.size() < r) bs.insert(bs.begin(), 1);
+  const int64_t M = as[r - 2], K = as[r - 1], N = bs[r - 1];
+  Shape batch;
+  for (size_t i = 0; i + 2 < r; ++i) batch.push_back(std::max(as[i], bs[i]));
+  const int64_t nb = shape_numel(batch);
+  Tensor y(DataType::kFloat32, ys);
+  for (int64_t bi = 0; bi < nb; ++bi) {
+    int64_t ao = 0, bo = 0, rem = bi, am = 1, bm = 1;
+    for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+      const int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      ao += (as[d] == 1 ? 0 : idx) * am;
+      bo += (bs[d] == 1 ? 0 : idx) * bm;
+      am *= as[d];
+      bm *= bs[d];
+    }
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = bias ? bias->data<float>()[j] : 0.0;
+        for (int64_t k = 0; k < K; ++k)
+          acc += double(a0.data<float>()[ao * M * K + i * K + k]) * b0.data<float>()[bo * K * N + k * N + j];
+        y.data<float>()[(bi * M + i) * N + j] = float(acc);
+      }
+  }
+  return y;
+}
+
+TEST(Dnnl, MatMul) {
+  std::mt19937 rng(12);
+  struct MMCase {
+    Shape a, b, y;
+    bool const_b, bias;
+  };
+  std::vector<MMCase> cases = {
+      {{4, 16}, {16, 8}, {4, 8}, true, false},
+      {{2, 3, 16}, {16, 8}, {2, 3, 8}, true, true},  // transformer-style, folded to 2-D
+      {{2, 3, 16}, {16, 8}, {2, 3, 8}, false, false},
+      {{2, 3, 5, 4}, {3, 4, 6}, {2, 3, 5, 6}, false, false},  // batched with broadcast
+      {{1, 5, 4}, {3, 4, 6}, {3, 5, 6}, true, false},
+      {{16}, {16, 8}, {8}, true, false},
+      {{3, 16}, {16}, {3}, false, false},
+      {{2, 4, 7}, {7}, {2, 4}, true, false},
+      {{7}, {2, 7, 3}, {2, 3}, false, false},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.bias ? "FusedMatMul" : "MatMul";
+    spec.domain = c.bias ? kMedqDomain : "";
+    Tensor a = random_tensor(c.a, rng), b = random_tensor(c.b, rng);
+    std::vector<OpInput> inputs = {in(a), c.const_b ? cst(b) : in(b)};
+    Tensor bias;
+    if (c.bias) {
+      bias = random_tensor({c.b.back()}, rng);
+      inputs.push_back(cst(bias));
+    }
+    Tensor want = naive_matmul(a, b, c.bias ? &bias : nullptr, c.y);
+    Tensor got = run_one(spec, inputs, {"dnnl"});
+    if (got.defined()) expect_close(got, want, 1e-4f, "MatMul " + shape_str(c.a) + " x " + shape_str(c.b));
+  }
+}
+
+// ------------------------------------------------------------------ concurrency
+
+TEST(Dnnl, ConcurrentRunsAreIdentical) {
+  std::mt19937 rng(5);
+  Graph g;
+  Node n;
+  n.name = "conv";
+  n.op_type = "FusedConv";
+  n.domain = kMedqDomain;
+  n.attrs = {Attribute::make_ints("kernel_shape", {3, 3}), Attribute::make_ints("pads", {1, 1, 1, 1}),
+             Attribute::make_string("activation", "Relu")};
+  uint32_t x = g.add_value("x");
+  g.value(x).dtype = DataType::kFloat32;
+  g.inputs.push_back(x);
+  uint32_t s = g.add_value("s");
+  g.value(s).dtype = DataType::kFloat32;
+  g.inputs.push_back(s);
+  n.inputs = {x, g.add_constant("w", random_tensor({32, 16, 3, 3}, rng)), g.add_constant("b", random_tensor({32}, rng)),
+              s};
+  uint32_t y = g.add_value("y");
+  n.outputs = {y};
+  g.outputs.push_back(y);
+  g.add_node(n);
+  ASSERT_TRUE(g.finalize().is_ok());
+  auto k = KernelRegistry::global().create(KernelCreateInfo{g.nodes[0], g, 17}, {"dnnl"});
+  ASSERT_TRUE(k.is_ok()) << k.status().message();
+  const Kernel& kernel = *k.value();
+  EXPECT_STREQ(kernel.backend(), "dnnl");
+
+  // Two batch sizes so threads also race on building cache entries.
+  Tensor xs[2] = {random_tensor({1, 16, 20, 20}, rng), random_tensor({2, 16, 20, 20}, rng)};
+  Tensor ss[2] = {random_tensor({1, 32, 20, 20}, rng), random_tensor({2, 32, 20, 20}, rng)};
+  auto run_once = [&](int which) {
+    TensorList kin = {&xs[which], nullptr, nullptr, &ss[which]};
+    Tensor w = g.value(g.nodes[0].inputs[1]).initializer, b = g.value(g.nodes[0].inputs[2]).initializer;
+    kin[1] = &w;
+    kin[2] = &b;
+    std::vector<TensorDesc> d;
+    EXPECT_TRUE(kernel.infer(kin, d).is_ok());
+    Tensor out(d[0].dtype, d[0].shape);
+    std::vector<Tensor*> kout = {&out};
+    RunContext ctx;
+    ctx.num_threads = 1;
+    Status st = kernel.run(kin, kout, ctx);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    return out;
+  };
+  std::vector<Tensor> results(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 2; ++rep) results[t * 2 + rep] = run_once(t % 2);
+    });
+  for (auto& th : threads) th.join();
+  Tensor want[2] = {run_once(0), run_once(1)};
+  for (int t = 0; t < 4; ++t)
+    for (int rep = 0; rep < 2; ++rep) {
+      const Tensor& r = results[t * 2 + rep];
+      const Tensor& w = want[t % 2];
+      ASSERT_EQ(r.shape(), w.shape());
+      EXPECT_EQ(0, std::memcmp(r.raw(), w.raw(), w.nbytes())) << "thread " << t;
+    }
+}
+
+// ------------------------------------------------------------------ timing (print only)
+
+// Best-of-`reps` milliseconds of one kernel's run() with `threads` threads
+// (the minimum is the least disturbed by other load on a shared machine).
+double time_ms(const OpSpec& spec, const std::vector<OpInput>& inputs, const std::vector<std::string>& backends,
+               int reps, int threads) {
+  // run_op builds a fresh kernel each call; time one kernel directly instead.
+  Graph g;
+  Node n;
+  n.name = "t";
+  n.op_type = spec.op_type;
+  n.domain = spec.domain;
+  n.attrs = spec.attrs;
+  std::vector<Tensor> vals;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    uint32_t id;
+    if (inputs[i].constant) {
+      id = g.add_constant("c" + std::to_string(i), inputs[i].t);
+    } else {
+      id = g.add_value("i" + std::to_string(i));
+      g.value(id).dtype = DataType::kFloat32;
+      g.inputs.push_back(id);
+    }
+    n.inputs.push_back(id);
+  }
+  uint32_t y = g.add_value("y");
+  n.outputs = {y};
+  g.outputs.push_back(y);
+  g.add_node(n);
+  if (!g.finalize().is_ok()) return -1;
+  auto k = KernelRegistry::global().create(KernelCreateInfo{g.nodes[0], g, 17}, backends);
+  if (!k.is_ok()) return -1;
+  TensorList kin;
+  for (const auto& oi : inputs) kin.push_back(&oi.t);
+  std::vector<TensorDesc> d;
+  if (!k.value()->infer(kin, d).is_ok()) return -1;
+  Tensor out(d[0].dtype, d[0].shape);
+  std::vector<Tensor*> kout = {&out};
+  RunContext ctx;
+  ctx.num_threads = threads;
+  k.value()->run(kin, kout, ctx);  // warm-up (builds the primitive)
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    k.value()->run(kin, kout, ctx);
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[0];
+}
+
+TEST(Dnnl, TimingResnetConvPrintOnly) {
+  std::mt19937 rng(9);
+  struct T {
+    const char* name;
+    Shape x, w;
+    int64_t stride, pad, group;
+  };
+  std::vector<T> layers = {
+      {"3x3 64->64 56x56", {1, 64, 56, 56}, {64, 64, 3, 3}, 1, 1, 1},
+      {"3x3 128->128 28x28", {1, 128, 28, 28}, {128, 128, 3, 3}, 1, 1, 1},
+      {"1x1 64->256 56x56", {1, 64, 56, 56}, {256, 64, 1, 1}, 1, 0, 1},
+      {"dw3x3 128 56x56", {1, 128, 56, 56}, {128, 1, 3, 3}, 1, 1, 128},
+  };
+  for (const auto& l : layers) {
+    OpSpec spec;
+    spec.op_type = "FusedConv";
+    spec.domain = kMedqDomain;
+    spec.attrs = {Attribute::make_ints("kernel_shape", {l.w[2], l.w[3]}),
+                  Attribute::make_ints("pads", {l.pad, l.pad, l.pad, l.pad}),
+                  Attribute::make_ints("strides", {l.stride, l.stride}), Attribute::make_int("group", l.group),
+                  Attribute::make_string("activation", "Relu")};
+    std::vector<OpInput> inputs = {in(random_tensor(l.x, rng)), cst(random_tensor(l.w, rng)),
+                                   cst(random_tensor({l.w[0]}, rng))};
+    for (int threads : {1, 2}) {
+      const double td = time_ms(spec, inputs, {"dnnl"}, 15, threads);
+      const double tr = time_ms(spec, inputs, {"ref"}, 3, threads);
+      std::printf("[timing] FusedConv %-20s %d thr: dnnl %.3f ms  ref %.3f ms  speedup %.2fx\n", l.name, threads, td,
+                  tr, tr / td);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ whole model
+
+TEST(Dnnl, BrainResnet18MatchesRef) {
+  const std::string path = std::string(MEDQ_SHARED_DATA) + "/models/brain_resnet18.onnx";
+  if (!std::ifstream(path).good()) GTEST_SKIP() << "model not found: " << path;
+  auto model = load_model(path);
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  std::mt19937 rng(21);
+  Tensor x = random_tensor({1, 3, 128, 128}, rng, -2.f, 2.f);
+  SessionOptions ref_opts, dnnl_opts;
+  ref_opts.backends = {"ref"};
+  ref_opts.num_threads = dnnl_opts.num_threads = 1;
+  auto ref_s = Session::create(model.value(), ref_opts);
+  auto dnnl_s = Session::create(model.value(), dnnl_opts);
+  if (!ref_s.is_ok() || !dnnl_s.is_ok())
+    GTEST_SKIP() << "session creation failed (ops missing?): "
+                 << (ref_s.is_ok() ? dnnl_s.status().message() : ref_s.status().message());
+  RunStats stats;
+  auto yr = ref_s.value()->run({x});
+  auto yd = dnnl_s.value()->run({x}, &stats);
+  if (!yr.is_ok() || !yd.is_ok())
+    GTEST_SKIP() << "run failed: " << (yr.is_ok() ? yd.status().message() : yr.status().message());
+  ASSERT_EQ(yr.value().size(), yd.value().size());
+  for (size_t i = 0; i < yr.value().size(); ++i) expect_close(yd.value()[i], yr.value()[i], 1e-4f, "model output");
+  int dnnl_nodes = 0;
+  std::string others;
+  for (const auto& nd : stats.nodes) {
+    if (nd.backend == "dnnl") ++dnnl_nodes;
+    else others += " " + nd.op_type + "(" + nd.backend + ")";
+  }
+  std::printf("[model] %d of %zu profiled nodes ran on dnnl; others:%s\n", dnnl_nodes, stats.nodes.size(),
+              others.c_str());
+  // Best-of-3 single-thread latency (print only).
+  auto best_ms = [&](const Session& s) {
+    double best = 1e30;
+    for (int r = 0; r < 3; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto y = s.run({x});
+      auto t1 = std::chrono::steady_clock::now();
+      if (!y.is_ok()) return -1.0;
+      best = std::min(best, std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+    return best;
+  };
+  const double td = best_ms(*dnnl_s.value()), tr = best_ms(*ref_s.value());
+  std::printf("[timing] brain_resnet18 1x3x128x128, 1 thread: default %.2f ms  ref %.2f ms  speedup %.2fx\n", td, tr,
+              tr / td);
+}
+
+}  // namespace
+}  // namespace medq
