@@ -17,6 +17,7 @@ struct PassContext {
   bool verify = false;
   std::string dump_after;  // pass name whose result is printed to stderr
   std::vector<std::string> log;  // one line per change, for reports
+  std::vector<std::string> backends;  // kernel backends the session may use (empty: all); read by "layouts"
 };
 
 class Pass {
@@ -31,13 +32,14 @@ std::unique_ptr<Pass> make_dead_code_pass();
 std::unique_ptr<Pass> make_fold_constants_pass();
 std::unique_ptr<Pass> make_fold_batchnorm_pass();
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
+std::unique_ptr<Pass> make_assign_layouts_pass();  // assign_layouts.cc: dnnl activation layouts (run last)
 
 // Runs passes in order, finalizing (and verifying if asked) after each.
 Status run_passes(Graph& g, PassContext& ctx, const std::vector<std::unique_ptr<Pass>>& passes);
 // The default pipeline used by Session: identity elimination, constant folding,
-// BN folding, conv+activation/sum fusion, dead code elimination.
+// BN folding, conv+activation/sum fusion, dead code elimination, layout assignment.
 Status run_default_pipeline(Graph& g, PassContext& ctx);
-// Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse".
+// Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse", "layouts".
 Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::string>& names);
 
 // Number of live uses of a value (node inputs + graph outputs).

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <set>
 
+#include "kernels/dnnl/dnnl_layout.h"
 #include "onnx/model_io.h"
 #include "passes/pass.h"
 #include "runtime/planner.h"
@@ -64,6 +65,7 @@ Status Session::compile(const SessionOptions& opts) {
     PassContext pctx;
     pctx.opset = opset;
     pctx.verify = opts.verify_passes;
+    pctx.backends = opts.backends;
     RETURN_IF_ERROR(run_default_pipeline(graph_, pctx));
   }
   kernels_.clear();
@@ -76,6 +78,10 @@ Status Session::compile(const SessionOptions& opts) {
       kernels_.push_back(nullptr);
       continue;
     }
+    // Values stored in a dnnl blocked layout (passes/assign_layouts.cc) must not reach another backend.
+    if (has_blocked_io(n) && std::string(k.value()->backend()) != "dnnl")
+      return internal_error(n.label() + " has blocked-layout inputs/outputs but got a " +
+                            std::string(k.value()->backend()) + " kernel");
     kernels_.push_back(std::move(k).value());
   }
   if (!errors.empty()) {
@@ -191,6 +197,8 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
   const size_t nv = graph_.values.size();
   std::vector<Tensor> vals(nv);
   for (size_t i = 0; i < graph_.inputs.size(); ++i) vals[graph_.inputs[i]] = inputs[i];
+  if (profile && profile->observer)
+    for (size_t i = 0; i < graph_.inputs.size(); ++i) profile->observer(graph_.value(graph_.inputs[i]), inputs[i]);
   std::vector<uint8_t> is_output(nv, 0);
   for (uint32_t o : graph_.outputs) is_output[o] = 1;
 
@@ -295,6 +303,10 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       profile->nodes[ni].total_ms += ms;
       profile->nodes[ni].calls += 1;
+    }
+    if (profile && profile->observer) {
+      for (uint32_t o : n.outputs)
+        if (o != kNoValue && vals[o].defined()) profile->observer(graph_.value(o), vals[o]);
     }
     // Free values whose last use was this node (only in recording mode; in
     // planned mode they live in the arena).

@@ -5,6 +5,7 @@
 // signature. Arenas are pooled so steady-state runs do not allocate them.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,8 +32,13 @@ struct NodeProfile {
   int64_t calls = 0;
 };
 
+// Called for every graph input and every node output after it is computed
+// (calibration observers, debugging). The tensor is only valid during the call.
+using ValueObserver = std::function<void(const Value& value, const Tensor& t)>;
+
 struct RunStats {
-  std::vector<NodeProfile> nodes;  // filled when profiling is requested
+  std::vector<NodeProfile> nodes;  // per-node times (filled whenever RunStats is passed)
+  ValueObserver observer;          // optional
 };
 
 struct MemoryPlanInfo {

@@ -10,8 +10,10 @@
 //  * Every primitive uses scratchpad_mode::user; run() supplies the scratchpad
 //    (and any blocked temporaries) from a per-thread growable workspace.
 //  * Weights are reordered once per cache entry into the layout the primitive
-//    prefers (format_tag::any); activations stay plain row-major at the kernel
-//    boundary: blocked layouts never leave src/kernels/dnnl.
+//    prefers (format_tag::any). Activations are plain row-major at the kernel
+//    boundary unless the node carries layout markers (kernels/dnnl/dnnl_layout.h,
+//    set by the assign_layouts pass): then a marked 4-D input/output is stored
+//    nhwc or nChw16c in its ordinary buffer (same byte size as NCHW).
 //  * fp32 only (no bf16 down-conversion). Anything unusual makes the factory
 //    return kUnsupported so the registry falls back to "ref".
 #pragma once
@@ -32,6 +34,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/dnnl/dnnl_layout.h"
 #include "kernels/ref/activation.h"
 #include "ops/kernel.h"
 
@@ -51,6 +54,45 @@ inline dnnl::memory::desc plain_md(const dnnl::memory::dims& dims) {
   dnnl::memory::dims strides(dims.size(), 1);
   for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
   return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+}
+
+// fp32 descriptor of a tensor with dims `dims` stored in layout l (plain for
+// non-4-D tensors).
+inline dnnl::memory::desc layout_md(const dnnl::memory::dims& dims, Layout l) {
+  if (l == Layout::kPlain || dims.size() != 4) return plain_md(dims);
+  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32,
+                            l == Layout::kNhwc ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nChw16c);
+}
+
+// Whether a tensor of `dims` has identical bytes in layouts a and b (always
+// when a == b; for H = W = 1 plain == nhwc, and == nChw16c when C % 16 == 0).
+inline bool same_bytes(const dnnl::memory::dims& dims, Layout a, Layout b) {
+  if (a == b) return true;
+  if (dims.size() != 4 || dims[2] != 1 || dims[3] != 1) return false;
+  if (a == Layout::kNChw16c || b == Layout::kNChw16c) return dims[1] % 16 == 0;
+  return true;
+}
+
+// Descriptor of a kernel side stored in `user` layout, expressed in `compute`
+// layout when the bytes are the same (so no reorder is needed).
+inline dnnl::memory::desc side_md(const dnnl::memory::dims& dims, Layout user, Layout compute) {
+  return layout_md(dims, same_bytes(dims, user, compute) ? compute : user);
+}
+
+// The descriptor of a side stored in `user` layout: `want` (the primitive's
+// own descriptor) when that has the same bytes, else layout_md(dims, user).
+inline dnnl::memory::desc user_md_for(const dnnl::memory::dims& dims, Layout user, const dnnl::memory::desc& want) {
+  for (Layout l : {Layout::kPlain, Layout::kNhwc, Layout::kNChw16c})
+    if (same_bytes(dims, user, l) && layout_md(dims, l) == want) return want;
+  return layout_md(dims, user);
+}
+
+// Run-time check that a tensor can be stored in layout l.
+inline Status check_layout(const std::string& label, const char* what, const Tensor& t, Layout l) {
+  if (l == Layout::kPlain) return Status::ok();
+  if (t.rank() != 4 || (l == Layout::kNChw16c && t.dim(1) % 16 != 0))
+    return internal_error(label + ": " + what + " " + shape_str(t.shape()) + " cannot be stored as " + layout_name(l));
+  return Status::ok();
 }
 
 inline dnnl::memory::desc any_md(const dnnl::memory::dims& dims) {
@@ -108,6 +150,54 @@ inline void run_reorder(const dnnl::reorder& r, const dnnl::reorder::primitive_d
   dnnl::memory sp(smd, cpu_engine(), Workspace::get(Workspace::kExtra, smd.get_size()));
   r.execute(s, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, sp}});
 }
+
+// A kernel side whose user descriptor (how the tensor is stored) may differ
+// from the descriptor the primitive computes in: a cached reorder bridges them.
+struct SideReorder {
+  dnnl::memory::desc user, cmp;
+  bool needed = false;
+  dnnl::reorder::primitive_desc pd;
+  dnnl::reorder r;
+  // input side: user -> cmp
+  void init_in(const dnnl::memory::desc& u, const dnnl::memory::desc& c) {
+    user = u;
+    cmp = c;
+    needed = u != c;
+    if (needed) {
+      pd = make_reorder_pd(u, c);
+      r = dnnl::reorder(pd);
+    }
+  }
+  // output side: cmp -> user
+  void init_out(const dnnl::memory::desc& c, const dnnl::memory::desc& u) {
+    user = u;
+    cmp = c;
+    needed = u != c;
+    if (needed) {
+      pd = make_reorder_pd(c, u);
+      r = dnnl::reorder(pd);
+    }
+  }
+  // The compute memory of an input stored at `data` (reordered into workspace `slot` when needed).
+  dnnl::memory input(const void* data, int slot, dnnl::stream& s) const {
+    dnnl::memory um(user, cpu_engine(), const_cast<void*>(data));
+    if (!needed) return um;
+    dnnl::memory cm(cmp, cpu_engine(), Workspace::get(slot, cmp.get_size()));
+    run_reorder(r, pd, s, um, cm);
+    return cm;
+  }
+  // The compute memory for an output stored at `data` (a workspace temporary when a reorder follows).
+  dnnl::memory output(void* data, int slot) const {
+    if (!needed) return dnnl::memory(user, cpu_engine(), data);
+    return dnnl::memory(cmp, cpu_engine(), Workspace::get(slot, cmp.get_size()));
+  }
+  // Completes an output: reorders the temporary into the user buffer.
+  void finish(const dnnl::memory& cm, void* data, dnnl::stream& s) const {
+    if (!needed) return;
+    dnnl::memory um(user, cpu_engine(), data);
+    run_reorder(r, pd, s, cm, um);
+  }
+};
 
 // Reorders the plain fp32 tensor data `src` into a new memory of layout `md`
 // (owned by the returned memory). Used once per cache entry for weights.

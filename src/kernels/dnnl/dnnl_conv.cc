@@ -11,6 +11,10 @@
 // nchw src/dst (which makes oneDNN fall back to its gemm-based convolution);
 // MEDQ_DNNL_CONV_LAYOUT=plain forces plain src/dst for comparisons.
 //
+// With layout markers (dnnl_layout.h) X, Y and Sum may be stored nhwc or
+// nChw16c: the primitive is then created with that explicit tag on the side,
+// so no per-call reorder happens there (plain sides stay `any` + reorder).
+//
 // Y = act(conv(X, W) + B + Sum): Sum is copied (reordered) into the dst buffer
 // first and added by a `sum` post-op; the activation is an eltwise post-op.
 #include <cstring>
@@ -40,7 +44,7 @@ struct ConvEntry {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::memory weights;  // packed, owned
-  dnnl::memory::desc src_plain, dst_plain;
+  dnnl::memory::desc src_plain, dst_plain, sum_user;  // user-side descriptors (plain or marked layout)
   bool src_reorder = false, dst_reorder = false;
   dnnl::reorder::primitive_desc src_rpd, dst_rpd, sum_rpd;
   dnnl::reorder src_r, dst_r, sum_r;
@@ -71,6 +75,11 @@ class DnnlConvKernel : public DnnlKernel {
       if (bdt != DataType::kUndefined && bdt != DataType::kFloat32) return unsupported_error("B is not float32");
     }
     has_sum_ = fused_ && n.has_input(3);
+    src_l_ = node_layout(n, true, 0);
+    sum_l_ = node_layout(n, true, 3);
+    dst_l_ = node_layout(n, false, 0);
+    if ((src_l_ != Layout::kPlain || sum_l_ != Layout::kPlain || dst_l_ != Layout::kPlain) && w->rank() != 4)
+      return unsupported_error("blocked layouts need a 2-D convolution");
     w_ = *w;
     return Status::ok();
   }
@@ -131,11 +140,10 @@ class DnnlConvKernel : public DnnlKernel {
       wdims[0] /= group_;
       wdims.insert(wdims.begin(), group_);
     }
-    e->src_plain = plain_md(to_dims(xs));
-    e->dst_plain = plain_md(to_dims(ys));
     const bool plain = conv_layout_plain();
-    dnnl::memory::desc src_md = plain ? e->src_plain : any_md(to_dims(xs));
-    dnnl::memory::desc dst_md = plain ? e->dst_plain : any_md(to_dims(ys));
+    const dnnl::memory::dims xd = to_dims(xs), yd = to_dims(ys);
+    dnnl::memory::desc src_md = src_l_ != Layout::kPlain ? layout_md(xd, src_l_) : plain ? plain_md(xd) : any_md(xd);
+    dnnl::memory::desc dst_md = dst_l_ != Layout::kPlain ? layout_md(yd, dst_l_) : plain ? plain_md(yd) : any_md(yd);
     dnnl::memory::desc bias_md = has_bias ? plain_md({w_.dim(0)}) : dnnl::memory::desc();
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
                                       any_md(wdims), bias_md, dst_md, strides, dil, pl, pr);
@@ -148,8 +156,12 @@ class DnnlConvKernel : public DnnlKernel {
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain OIHW (or GOIHW) -> preferred layout, once.
     e->weights = pack_memory(w_.data<float>(), plain_md(wdims), e->pd.weights_desc());
+    e->src_plain = user_md_for(xd, src_l_, e->pd.src_desc());
+    e->dst_plain = user_md_for(yd, dst_l_, e->pd.dst_desc());
+    e->sum_user = user_md_for(yd, sum_l_, e->pd.dst_desc());
     e->src_reorder = e->pd.src_desc() != e->src_plain;
     e->dst_reorder = e->pd.dst_desc() != e->dst_plain;
+    const bool sum_reorder = e->pd.dst_desc() != e->sum_user;
     if (e->src_reorder) {
       e->src_rpd = make_reorder_pd(e->src_plain, e->pd.src_desc());
       e->src_r = dnnl::reorder(e->src_rpd);
@@ -157,10 +169,10 @@ class DnnlConvKernel : public DnnlKernel {
     if (e->dst_reorder) {
       e->dst_rpd = make_reorder_pd(e->pd.dst_desc(), e->dst_plain);
       e->dst_r = dnnl::reorder(e->dst_rpd);
-      if (has_sum_) {
-        e->sum_rpd = make_reorder_pd(e->dst_plain, e->pd.dst_desc());
-        e->sum_r = dnnl::reorder(e->sum_rpd);
-      }
+    }
+    if (has_sum_ && sum_reorder) {
+      e->sum_rpd = make_reorder_pd(e->sum_user, e->pd.dst_desc());
+      e->sum_r = dnnl::reorder(e->sum_rpd);
     }
     return e;
   }
@@ -174,6 +186,9 @@ class DnnlConvKernel : public DnnlKernel {
     const Tensor* bias = opt_in(in, 2);
     const Tensor* sum = has_sum_ ? opt_in(in, 3) : nullptr;
     if (has_sum_ && !sum) return error("Sum input is missing");
+    RETURN_IF_ERROR(check_layout(label_, "X", x, src_l_));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, dst_l_));
+    if (sum) RETURN_IF_ERROR(check_layout(label_, "Sum", *sum, sum_l_));
     set_threads(ctx);
     try {
       PrimitiveCache<ConvEntry>::Key key = x.shape();
@@ -194,11 +209,11 @@ class DnnlConvKernel : public DnnlKernel {
       if (e->dst_reorder)
         dst = dnnl::memory(e->pd.dst_desc(), eng, Workspace::get(Workspace::kDst, e->pd.dst_desc().get_size()));
       if (sum) {
-        if (e->dst_reorder) {
-          dnnl::memory sum_user(e->dst_plain, eng, const_cast<void*>(sum->raw()));
+        if (e->pd.dst_desc() != e->sum_user) {
+          dnnl::memory sum_user(e->sum_user, eng, const_cast<void*>(sum->raw()));
           run_reorder(e->sum_r, e->sum_rpd, s, sum_user, dst);
-        } else if (sum->raw() != y.raw()) {
-          std::memcpy(y.raw(), sum->raw(), y.nbytes());
+        } else if (sum->raw() != dst.get_data_handle()) {
+          std::memcpy(dst.get_data_handle(), sum->raw(), e->pd.dst_desc().get_size());
         }
       }
       std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, src},
@@ -222,6 +237,7 @@ class DnnlConvKernel : public DnnlKernel {
   ActKind act_ = ActKind::kNone;
   std::vector<float> act_params_;
   bool has_sum_ = false;
+  Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain, sum_l_ = Layout::kPlain;
   Tensor w_;  // the constant W (shares the initializer's storage)
   PrimitiveCache<ConvEntry> cache_;
 };

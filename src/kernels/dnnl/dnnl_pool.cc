@@ -1,5 +1,8 @@
 // oneDNN MaxPool / AveragePool / GlobalMaxPool / GlobalAveragePool (fp32,
-// 1-D to 3-D, plain NCHW in and out, pooling_v2 for MaxPool dilations).
+// 1-D to 3-D, pooling_v2 for MaxPool dilations). X and Y are plain NCHW, or
+// nhwc / nChw16c per the node's layout markers (dnnl_layout.h); the pooling
+// computes in X's layout and Y is reordered when its layout differs (never
+// for H = W = 1 outputs, whose bytes are the same).
 //
 // Unsupported (ref runs the node): MaxPool's Indices output, non-float32
 // inputs, pads >= kernel, and AveragePool with ceil_mode + count_include_pad
@@ -22,7 +25,7 @@ using ref::WindowAttrs;
 struct PoolEntry {
   dnnl::pooling_v2_forward::primitive_desc pd;
   dnnl::pooling_v2_forward prim;
-  dnnl::memory::desc src_md, dst_md;
+  SideReorder src, dst;
 };
 
 class DnnlPoolKernel : public DnnlKernel {
@@ -38,6 +41,8 @@ class DnnlPoolKernel : public DnnlKernel {
     if (xdt != DataType::kUndefined && xdt != DataType::kFloat32) return unsupported_error("X is not float32");
     for (size_t i = 1; i < n.outputs.size(); ++i)
       if (n.outputs[i] != kNoValue) return unsupported_error("MaxPool Indices output");
+    in_l_ = node_layout(n, true, 0);
+    out_l_ = node_layout(n, false, 0);
     if (!global_) {
       RETURN_IF_ERROR(attrs_.parse(n));
       if (attrs_.kernel.empty()) return error("missing 'kernel_shape' attribute");
@@ -96,12 +101,15 @@ class DnnlPoolKernel : public DnnlKernel {
       const int64_t need = (w.out[j] - 1) * w.s[j] + dk - w.in[j] - w.pb[j];
       pr.push_back(std::max<int64_t>(need, w.pe[j]));
     }
-    e->src_md = plain_md(to_dims(xs));
-    e->dst_md = plain_md(to_dims(ys));
+    const dnnl::memory::dims xd = to_dims(xs), yd = to_dims(ys);
+    const Layout cl = in_l_ != Layout::kPlain ? in_l_ : out_l_;
+    const dnnl::memory::desc src_md = layout_md(xd, cl), dst_md = layout_md(yd, cl);
+    e->src.init_in(user_md_for(xd, in_l_, src_md), src_md);
+    e->dst.init_out(dst_md, user_md_for(yd, out_l_, dst_md));
     const dnnl::algorithm alg = max_                 ? dnnl::algorithm::pooling_max
                                 : count_include_pad_ ? dnnl::algorithm::pooling_avg_include_padding
                                                      : dnnl::algorithm::pooling_avg_exclude_padding;
-    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, e->src_md, e->dst_md, s, k, d, pl,
+    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, dst_md, s, k, d, pl,
                                         pr);
     e->pd = dnnl::pooling_v2_forward::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
     e->prim = dnnl::pooling_v2_forward(e->pd);
@@ -114,17 +122,19 @@ class DnnlPoolKernel : public DnnlKernel {
     const Tensor& x = *in[0];
     Tensor& y = *out[0];
     if (y.numel() == 0) return Status::ok();
+    RETURN_IF_ERROR(check_layout(label_, "X", x, in_l_));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, out_l_));
     set_threads(ctx);
     try {
       PrimitiveCache<PoolEntry>::Key key = x.shape();
       key.push_back(ctx.num_threads);
       const Shape ys = y.shape();
       ASSIGN_OR_RETURN(std::shared_ptr<const PoolEntry> e, cache_.get(key, [&]() { return build(x.shape(), ys, w); }));
-      dnnl::engine& eng = cpu_engine();
-      dnnl::stream s(eng);
-      dnnl::memory src(e->src_md, eng, const_cast<void*>(x.raw()));
-      dnnl::memory dst(e->dst_md, eng, y.raw());
+      dnnl::stream s(cpu_engine());
+      dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
+      dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
       e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      e->dst.finish(dst, y.raw(), s);
       s.wait();
     } catch (const dnnl::error& err) {
       return dnnl_error(err);
@@ -136,6 +146,7 @@ class DnnlPoolKernel : public DnnlKernel {
   bool global_ = false, max_ = false;
   WindowAttrs attrs_;
   bool count_include_pad_ = false;
+  Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
   PrimitiveCache<PoolEntry> cache_;
 };
 

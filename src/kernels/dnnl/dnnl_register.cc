@@ -8,6 +8,8 @@ namespace dnnl_k {
 void register_dnnl_conv(KernelRegistry& r, int priority);    // dnnl_conv.cc: Conv, FusedConv
 void register_dnnl_pool(KernelRegistry& r, int priority);    // dnnl_pool.cc: Max/Average/Global pools
 void register_dnnl_matmul(KernelRegistry& r, int priority);  // dnnl_matmul.cc: Gemm, MatMul (+ fused)
+// dnnl_layout_ops.cc: BatchNormalization, eltwise, Add/Mul/Sub/Div, Concat (layout-assigned nodes only)
+void register_dnnl_layout_ops(KernelRegistry& r, int priority);
 }  // namespace dnnl_k
 
 void register_dnnl_kernels(KernelRegistry& r) {
@@ -15,6 +17,7 @@ void register_dnnl_kernels(KernelRegistry& r) {
   dnnl_k::register_dnnl_conv(r, kPriority);
   dnnl_k::register_dnnl_pool(r, kPriority);
   dnnl_k::register_dnnl_matmul(r, kPriority);
+  dnnl_k::register_dnnl_layout_ops(r, kPriority);
 }
 
 }  // namespace medq

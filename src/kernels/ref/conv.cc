@@ -88,7 +88,7 @@ inline void micro_kernel(int64_t K, const float* a, const float* b, float* c) {
 #endif
 }
 
-class ConvKernel : public RefKernel {
+class ConvKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -365,7 +365,7 @@ class ConvKernel : public RefKernel {
 // element. Output size: output_shape if given (pads derived from it), else
 // stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pads; auto_pad
 // SAME_* gives in * stride with the odd pad at the end (UPPER) or start (LOWER).
-class ConvTransposeKernel : public RefKernel {
+class ConvTransposeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);

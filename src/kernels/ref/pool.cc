@@ -18,7 +18,7 @@ namespace {
 
 enum class PoolKind { kMax, kAverage, kLp };
 
-class PoolKernel : public RefKernel {
+class PoolKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -170,7 +170,7 @@ class PoolKernel : public RefKernel {
 // MaxPool writes them. With the optional output_shape input, that result is
 // padded (or cropped) at the end of each dim to output_shape, like the ONNX
 // reference implementation and its test data.
-class MaxUnpoolKernel : public RefKernel {
+class MaxUnpoolKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -257,7 +257,7 @@ class MaxUnpoolKernel : public RefKernel {
 // maxed. coordinate_transformation_mode half_pixel (opset 16 default) shifts
 // by -0.5; output_half_pixel (opset 10 behaviour) does not and clamps the roi
 // size to >= 1. Sampling follows the ONNX Runtime / ONNX reference kernels.
-class RoiAlignKernel : public RefKernel {
+class RoiAlignKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);

@@ -23,6 +23,7 @@ namespace medq {
 
 void register_ref_norm(KernelRegistry& r);    // norm.cc
 void register_ref_matmul(KernelRegistry& r);  // matmul.cc
+void register_ref_quant(KernelRegistry& r);   // quant.cc: Q/DQ, QLinear*, ConvInteger, medq QConv/QMatMul
 
 namespace ref {
 namespace {
@@ -669,6 +670,7 @@ void register_ref_reduce_norm(KernelRegistry& r) {
   r.add("", "TopK", "ref", 0, make_factory<TopKKernel>());
   register_ref_norm(r);
   register_ref_matmul(r);
+  register_ref_quant(r);
 }
 
 }  // namespace medq

@@ -22,7 +22,7 @@ constexpr int64_t kParallelThreshold = 1 << 16;
 
 // Common state of a reference kernel: the node label for error messages, the
 // opset and the number of node outputs (omitted optional outputs included).
-class RefKernel : public Kernel {
+class TensorKernel : public Kernel {
  protected:
   void init_base(const KernelCreateInfo& info) {
     label_ = info.node.label();

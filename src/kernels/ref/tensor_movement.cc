@@ -72,7 +72,7 @@ void transpose_2d_batched(T* dst, const T* src, int64_t batch, int64_t rows, int
   }
 }
 
-class TransposeKernel : public RefKernel {
+class TransposeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -151,7 +151,7 @@ class TransposeKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // Concat
 
-class ConcatKernel : public RefKernel {
+class ConcatKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -215,7 +215,7 @@ class ConcatKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // Split
 
-class SplitKernel : public RefKernel {
+class SplitKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -311,7 +311,7 @@ class SplitKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // Slice
 
-class SliceKernel : public RefKernel {
+class SliceKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -427,7 +427,7 @@ Result<std::vector<int64_t>> read_indices(const std::string& label, const Tensor
   return idx;
 }
 
-class GatherKernel : public RefKernel {
+class GatherKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -477,7 +477,7 @@ class GatherKernel : public RefKernel {
   int64_t axis_ = 0;
 };
 
-class GatherElementsKernel : public RefKernel {
+class GatherElementsKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -524,7 +524,7 @@ class GatherElementsKernel : public RefKernel {
   int64_t axis_ = 0;
 };
 
-class GatherNDKernel : public RefKernel {
+class GatherNDKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -599,7 +599,7 @@ void broadcast_copy(T* dst, const T* src, const Shape& xs, const Shape& ys, int 
   strided_copy(dst, src, ys, st, 0, num_threads);
 }
 
-class ExpandKernel : public RefKernel {
+class ExpandKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -624,7 +624,7 @@ class ExpandKernel : public RefKernel {
   }
 };
 
-class TileKernel : public RefKernel {
+class TileKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -677,7 +677,7 @@ class TileKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // Pad
 
-class PadKernel : public RefKernel {
+class PadKernel : public TensorKernel {
  public:
   enum class Mode { kConstant, kReflect, kEdge, kWrap };
   Status init(const KernelCreateInfo& info) {
@@ -819,7 +819,7 @@ class PadKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // DepthToSpace / SpaceToDepth: reshape + transpose.
 
-class DepthSpaceKernel : public RefKernel {
+class DepthSpaceKernel : public TensorKernel {
  public:
   explicit DepthSpaceKernel(bool to_space) : to_space_(to_space) {}
   Status init(const KernelCreateInfo& info) {
@@ -893,7 +893,7 @@ class SpaceToDepthKernel : public DepthSpaceKernel {
 // ---------------------------------------------------------------------------
 // Trilu / EyeLike / NonZero
 
-class TriluKernel : public RefKernel {
+class TriluKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -932,7 +932,7 @@ class TriluKernel : public RefKernel {
   bool upper_ = true;
 };
 
-class EyeLikeKernel : public RefKernel {
+class EyeLikeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -969,7 +969,7 @@ class EyeLikeKernel : public RefKernel {
   DataType dtype_ = DataType::kUndefined;
 };
 
-class NonZeroKernel : public RefKernel {
+class NonZeroKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1053,7 +1053,7 @@ Status dispatch_numeric(DataType dt, const std::string& label, F&& f) {
   }
 }
 
-class ScatterElementsKernel : public RefKernel {
+class ScatterElementsKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1124,7 +1124,7 @@ class ScatterElementsKernel : public RefKernel {
   ScatterReduce red_ = ScatterReduce::kNone;
 };
 
-class ScatterNDKernel : public RefKernel {
+class ScatterNDKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1195,7 +1195,7 @@ class ScatterNDKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // OneHot
 
-class OneHotKernel : public RefKernel {
+class OneHotKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1254,7 +1254,7 @@ class OneHotKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // Compress
 
-class CompressKernel : public RefKernel {
+class CompressKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1321,7 +1321,7 @@ class CompressKernel : public RefKernel {
 // ---------------------------------------------------------------------------
 // ReverseSequence
 
-class ReverseSequenceKernel : public RefKernel {
+class ReverseSequenceKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1373,7 +1373,7 @@ class ReverseSequenceKernel : public RefKernel {
 // Outputs Y (unique elements or slices along `axis`), indices (first
 // occurrence), inverse_indices and counts. sorted=1 orders Y ascending
 // (slices lexicographically), sorted=0 by first occurrence.
-class UniqueKernel : public RefKernel {
+class UniqueKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -1494,7 +1494,7 @@ class UniqueKernel : public RefKernel {
 // score, dropping those whose IoU with a kept box exceeds iou_threshold, at
 // most max_output_boxes_per_class. Output [num_selected, 3] int64 rows
 // (batch, class, box).
-class NonMaxSuppressionKernel : public RefKernel {
+class NonMaxSuppressionKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);

@@ -19,7 +19,7 @@ namespace {
 
 // Base of the view ops: output 0 is input 0 with a new shape. run() is the
 // memcpy fallback used when the executor does not alias.
-class ViewKernel : public RefKernel {
+class ViewKernel : public TensorKernel {
  public:
   int view_of_input() const override { return 0; }
   Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext&) const override {
@@ -217,7 +217,7 @@ class IdentityKernel : public ViewKernel {
 // Dropout at inference: Y = X; the optional mask is all true (bool from opset
 // 10, X's dtype filled with 1 before). training_mode=true with ratio > 0 is
 // not supported (medq is deterministic); with ratio 0 it is the identity.
-class DropoutKernel : public RefKernel {
+class DropoutKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -264,7 +264,7 @@ class DropoutKernel : public RefKernel {
   float ratio_ = 0.5f;
 };
 
-class ShapeKernel : public RefKernel {
+class ShapeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -303,7 +303,7 @@ class ShapeKernel : public RefKernel {
   bool has_end_ = false;
 };
 
-class SizeKernel : public RefKernel {
+class SizeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -322,7 +322,7 @@ class SizeKernel : public RefKernel {
 };
 
 // Constant: the value is materialised at init from whichever attribute is set.
-class ConstantKernel : public RefKernel {
+class ConstantKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -360,7 +360,7 @@ class ConstantKernel : public RefKernel {
   Tensor value_;
 };
 
-class ConstantOfShapeKernel : public RefKernel {
+class ConstantOfShapeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -398,7 +398,7 @@ class ConstantOfShapeKernel : public RefKernel {
   Tensor value_;
 };
 
-class RangeKernel : public RefKernel {
+class RangeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);

@@ -25,7 +25,7 @@ struct Taps {
   bool outside = false;  // tf_crop_and_resize: use extrapolation_value
 };
 
-class ResizeKernel : public RefKernel {
+class ResizeKernel : public TensorKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
@@ -359,7 +359,7 @@ class ResizeKernel : public RefKernel {
 // at Grid[n, oh, ow] = (x, y) in [-1, 1] with bilinear / nearest / bicubic
 // interpolation and zeros / border / reflection padding. Follows the ONNX
 // reference implementation (onnx/reference/ops/op_grid_sample.py).
-class GridSampleKernel : public RefKernel {
+class GridSampleKernel : public TensorKernel {
  public:
   enum class Mode { kBilinear, kNearest, kBicubic };
   enum class Padding { kZeros, kBorder, kReflection };

@@ -1,0 +1,530 @@
+// Layout-aware oneDNN kernels for the ops that sit between convolutions:
+// BatchNormalization (inference), eltwise activations (Relu, LeakyRelu, Clip,
+// Sigmoid, Tanh, HardSwish), binary Add/Mul/Sub/Div (numpy broadcasting, e.g.
+// the [N,C,1,1] * [N,C,H,W] of squeeze-excitation blocks) and Concat.
+//
+// fp32 only. These kernels only run nodes that carry layout markers
+// (dnnl_layout.h; set by the assign_layouts pass): an unmarked node gets
+// kUnsupported and runs on ref as before. Each side is plain row-major or, for
+// 4-D tensors, nhwc / nChw16c per the markers; every kernel also works with all
+// sides plain (any rank).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/dnnl/dnnl_common.h"
+
+namespace medq {
+namespace dnnl_k {
+namespace {
+
+Status require_marker(const KernelCreateInfo& info) {
+  if (!has_layout_marker(info.node))
+    return unsupported(info.node.label() + ": the dnnl kernel only runs layout-assigned nodes");
+  return Status::ok();
+}
+
+Status require_f32_input(const KernelCreateInfo& info, size_t i) {
+  const DataType dt = graph_dtype(info, i);
+  if (dt != DataType::kFloat32)
+    return unsupported(info.node.label() + ": input " + std::to_string(i) + " is not known to be float32");
+  return Status::ok();
+}
+
+// The layout a kernel computes in: the first non-plain of the given layouts.
+Layout compute_layout(std::initializer_list<Layout> ls) {
+  for (Layout l : ls)
+    if (l != Layout::kPlain) return l;
+  return Layout::kPlain;
+}
+
+Status only_first_output(const KernelCreateInfo& info) {
+  const Node& n = info.node;
+  if (n.outputs.empty() || n.outputs[0] == kNoValue) return unsupported(n.label() + ": output 0 is not used");
+  for (size_t i = 1; i < n.outputs.size(); ++i) {
+    if (n.outputs[i] == kNoValue) continue;
+    const Value& v = info.graph.value(n.outputs[i]);
+    if (!v.consumers.empty() || info.graph.is_graph_output(n.outputs[i]))
+      return unsupported(n.label() + ": output " + std::to_string(i) + " is used");
+  }
+  return Status::ok();
+}
+
+// ------------------------------------------------------------ eltwise
+
+struct EltwiseEntry {
+  dnnl::eltwise_forward::primitive_desc pd;
+  dnnl::eltwise_forward prim;
+  SideReorder src, dst;
+};
+
+class DnnlEltwiseKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    RETURN_IF_ERROR(require_marker(info));
+    RETURN_IF_ERROR(require_f32_input(info, 0));
+    RETURN_IF_ERROR(only_first_output(info));
+    const Node& n = info.node;
+    const std::string& op = n.op_type;
+    max_inputs_ = 1;
+    if (op == "Relu") {
+      alg_ = dnnl::algorithm::eltwise_relu;
+    } else if (op == "LeakyRelu") {
+      alg_ = dnnl::algorithm::eltwise_relu;
+      alpha_ = n.attr_f("alpha", 0.01f);
+    } else if (op == "Sigmoid") {
+      alg_ = dnnl::algorithm::eltwise_logistic;
+    } else if (op == "Tanh") {
+      alg_ = dnnl::algorithm::eltwise_tanh;
+    } else if (op == "HardSwish") {
+      alg_ = dnnl::algorithm::eltwise_hardswish;
+    } else if (op == "Clip") {
+      max_inputs_ = 3;
+      alg_ = dnnl::algorithm::eltwise_clip;
+      const float big = std::numeric_limits<float>::max();
+      float lo = -big, hi = big;
+      if (info.opset < 11) {
+        lo = n.attr_f("min", lo);
+        hi = n.attr_f("max", hi);
+      } else {
+        for (size_t i = 1; i < 3; ++i) {
+          if (!n.has_input(i)) continue;
+          const Tensor* t = info.constant_input(i);
+          if (!t || t->dtype() != DataType::kFloat32 || t->numel() != 1)
+            return unsupported_error("Clip min/max must be constant float32 scalars");
+          (i == 1 ? lo : hi) = t->data<float>()[0];
+        }
+      }
+      if (!(lo <= hi)) return unsupported_error("Clip with min > max");
+      alpha_ = std::max(lo, -big);
+      beta_ = std::min(hi, big);
+    } else {
+      return unsupported_error("not an eltwise op");
+    }
+    in_l_ = node_layout(n, true, 0);
+    out_l_ = node_layout(n, false, 0);
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 1, max_inputs_));
+    if (in[0]->dtype() != DataType::kFloat32) return error("input must be float32, got " + in[0]->desc());
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, in[0]->shape()};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<EltwiseEntry>> build(const Shape& xs) const {
+    auto e = std::make_shared<EltwiseEntry>();
+    const dnnl::memory::dims d = to_dims(xs);
+    const dnnl::memory::desc md = layout_md(d, compute_layout({in_l_, out_l_}));
+    e->src.init_in(user_md_for(d, in_l_, md), md);
+    e->dst.init_out(md, user_md_for(d, out_l_, md));
+    dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg_, md, alpha_, beta_);
+    e->pd = dnnl::eltwise_forward::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
+    e->prim = dnnl::eltwise_forward(e->pd);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    RETURN_IF_ERROR(check_layout(label_, "X", x, in_l_));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, out_l_));
+    set_threads(ctx);
+    try {
+      PrimitiveCache<EltwiseEntry>::Key key = x.shape();
+      key.push_back(ctx.num_threads);
+      ASSIGN_OR_RETURN(std::shared_ptr<const EltwiseEntry> e, cache_.get(key, [&]() { return build(x.shape()); }));
+      dnnl::stream s(cpu_engine());
+      dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
+      dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
+      e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      e->dst.finish(dst, y.raw(), s);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  dnnl::algorithm alg_ = dnnl::algorithm::eltwise_relu;
+  float alpha_ = 0.f, beta_ = 0.f;
+  size_t max_inputs_ = 1;
+  Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
+  PrimitiveCache<EltwiseEntry> cache_;
+};
+
+// ------------------------------------------------------------ binary
+
+struct BinaryEntry {
+  dnnl::binary::primitive_desc pd;
+  dnnl::binary prim;
+  bool swap = false;  // src0 is node input 1
+  dnnl::memory::desc src0, src1, dst;
+};
+
+// Pads a shape with leading 1s to rank r.
+Shape pad_rank(const Shape& s, size_t r) {
+  Shape o(r - s.size(), 1);
+  o.insert(o.end(), s.begin(), s.end());
+  return o;
+}
+
+// Statically: does input shape `a` (graph shape, -1 unknown) have the output's
+// dims when broadcast against `b`? (Unknown dims must match unknown dims.)
+bool covers_output(const Shape& a, const Shape& b) {
+  if (a.size() < b.size()) return false;
+  const Shape pb = pad_rank(b, a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == pb[i] || pb[i] == 1) continue;
+    return false;
+  }
+  return true;
+}
+
+class DnnlBinaryKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    RETURN_IF_ERROR(require_marker(info));
+    const Node& n = info.node;
+    if (n.inputs.size() != 2 || !n.has_input(0) || !n.has_input(1)) return error("expects 2 inputs");
+    RETURN_IF_ERROR(require_f32_input(info, 0));
+    RETURN_IF_ERROR(require_f32_input(info, 1));
+    RETURN_IF_ERROR(only_first_output(info));
+    const std::string& op = n.op_type;
+    commutative_ = op == "Add" || op == "Mul";
+    alg_ = op == "Add"   ? dnnl::algorithm::binary_add
+           : op == "Mul" ? dnnl::algorithm::binary_mul
+           : op == "Sub" ? dnnl::algorithm::binary_sub
+                         : dnnl::algorithm::binary_div;
+    const Value& a = info.graph.value(n.inputs[0]);
+    const Value& b = info.graph.value(n.inputs[1]);
+    if (!a.has_shape || !b.has_shape) return unsupported_error("input shapes are not known");
+    if (a.shape.size() > 6 || b.shape.size() > 6) return unsupported_error("rank > 6");
+    const bool c0 = covers_output(a.shape, b.shape), c1 = covers_output(b.shape, a.shape);
+    if (!c0 && !(commutative_ && c1)) return unsupported_error("neither input has the output's shape");
+    for (size_t i = 0; i < 2; ++i) in_l_[i] = node_layout(n, true, i);
+    out_l_ = node_layout(n, false, 0);
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 2));
+    for (size_t i = 0; i < 2; ++i)
+      if (in[i]->dtype() != DataType::kFloat32)
+        return error("input " + std::to_string(i) + " must be float32, got " + in[i]->desc());
+    auto s = broadcast_shapes(in[0]->shape(), in[1]->shape());
+    if (!s.is_ok()) return error(s.status().message());
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, s.value()};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<BinaryEntry>> build(const Shape& a, const Shape& b, const Shape& ys) const {
+    auto e = std::make_shared<BinaryEntry>();
+    e->swap = a != ys;
+    if (e->swap && (!commutative_ || b != ys))
+      return error("inputs " + shape_str(a) + " and " + shape_str(b) + ": no input has the output's shape");
+    const Shape& s0 = e->swap ? b : a;
+    const Shape s1 = pad_rank(e->swap ? a : b, ys.size());
+    const Layout l0 = in_l_[e->swap ? 1 : 0], l1 = in_l_[e->swap ? 0 : 1];
+    const Layout cl = compute_layout({out_l_, l0, l1});
+    const dnnl::memory::dims d0 = to_dims(s0), d1 = to_dims(s1), dd = to_dims(ys);
+    e->src0 = user_md_for(d0, l0, layout_md(d0, cl));
+    e->src1 = user_md_for(d1, l1, layout_md(d1, cl));
+    e->dst = user_md_for(dd, out_l_, layout_md(dd, cl));
+    dnnl::binary::desc desc(alg_, e->src0, e->src1, e->dst);
+    e->pd = dnnl::binary::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
+    e->prim = dnnl::binary(e->pd);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    RETURN_IF_ERROR(check_layout(label_, "A", a, in_l_[0]));
+    RETURN_IF_ERROR(check_layout(label_, "B", b, in_l_[1]));
+    RETURN_IF_ERROR(check_layout(label_, "C", y, out_l_));
+    set_threads(ctx);
+    try {
+      PrimitiveCache<BinaryEntry>::Key key = a.shape();
+      key.push_back(-1);
+      key.insert(key.end(), b.shape().begin(), b.shape().end());
+      key.push_back(ctx.num_threads);
+      const Shape ys = y.shape();
+      ASSIGN_OR_RETURN(std::shared_ptr<const BinaryEntry> e,
+                       cache_.get(key, [&]() { return build(a.shape(), b.shape(), ys); }));
+      dnnl::engine& eng = cpu_engine();
+      dnnl::stream s(eng);
+      const Tensor& t0 = e->swap ? b : a;
+      const Tensor& t1 = e->swap ? a : b;
+      dnnl::memory m0(e->src0, eng, const_cast<void*>(t0.raw()));
+      dnnl::memory m1(e->src1, eng, const_cast<void*>(t1.raw()));
+      dnnl::memory md(e->dst, eng, y.raw());
+      e->prim.execute(s, {{DNNL_ARG_SRC_0, m0},
+                          {DNNL_ARG_SRC_1, m1},
+                          {DNNL_ARG_DST, md},
+                          {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  dnnl::algorithm alg_ = dnnl::algorithm::binary_add;
+  bool commutative_ = false;
+  Layout in_l_[2] = {Layout::kPlain, Layout::kPlain};
+  Layout out_l_ = Layout::kPlain;
+  PrimitiveCache<BinaryEntry> cache_;
+};
+
+// ------------------------------------------------------------ Concat
+
+struct ConcatEntry {
+  dnnl::concat::primitive_desc pd;
+  dnnl::concat prim;
+  std::vector<int> inputs;  // node inputs with elements, in order
+  std::vector<dnnl::memory::desc> src;
+  dnnl::memory::desc dst;
+};
+
+class DnnlConcatKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    RETURN_IF_ERROR(require_marker(info));
+    const Node& n = info.node;
+    if (n.inputs.empty()) return error("expects at least 1 input");
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (!n.has_input(i)) return error("input " + std::to_string(i) + " is missing");
+      RETURN_IF_ERROR(require_f32_input(info, i));
+    }
+    if (!n.has_attr("axis")) return error("missing 'axis' attribute");
+    axis_ = n.attr_i("axis", 0);
+    in_l_.resize(n.inputs.size());
+    bool blocked = false;
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      in_l_[i] = node_layout(n, true, i);
+      blocked |= in_l_[i] != Layout::kPlain;
+    }
+    out_l_ = node_layout(n, false, 0);
+    blocked |= out_l_ != Layout::kPlain;
+    if (blocked) {
+      const Value& v = info.graph.value(n.inputs[0]);
+      if (!v.has_shape || v.shape.size() != 4 || (axis_ != 1 && axis_ != -3))
+        return unsupported_error("blocked layouts need a 4-D concat on axis 1");
+    }
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, in_l_.size(), in_l_.size()));
+    const int rank = in[0]->rank();
+    if (rank < 1) return error("inputs must have rank >= 1");
+    if (axis_ < -rank || axis_ >= rank)
+      return error("axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(rank));
+    const int ax = static_cast<int>(axis_ < 0 ? axis_ + rank : axis_);
+    Shape ys = in[0]->shape();
+    ys[ax] = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      const Tensor& t = *in[i];
+      if (t.dtype() != DataType::kFloat32) return error("input " + std::to_string(i) + " must be float32");
+      bool ok = t.rank() == rank;
+      for (int d = 0; ok && d < rank; ++d)
+        if (d != ax && t.dim(d) != in[0]->dim(d)) ok = false;
+      if (!ok)
+        return error("input " + std::to_string(i) + " " + shape_str(t.shape()) + " does not match input 0 " +
+                     shape_str(in[0]->shape()) + " outside axis " + std::to_string(ax));
+      ys[ax] += t.dim(ax);
+    }
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, ys};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<ConcatEntry>> build(const TensorList& in, const Shape& ys, int ax) const {
+    auto e = std::make_shared<ConcatEntry>();
+    std::vector<Layout> ls;
+    for (size_t i = 0; i < in.size(); ++i) ls.push_back(in_l_[i]);
+    Layout cl = out_l_;
+    for (Layout l : ls)
+      if (cl == Layout::kPlain) cl = l;
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i]->numel() == 0) continue;
+      const dnnl::memory::dims d = to_dims(in[i]->shape());
+      e->inputs.push_back(static_cast<int>(i));
+      e->src.push_back(user_md_for(d, in_l_[i], layout_md(d, cl)));
+    }
+    const dnnl::memory::dims dd = to_dims(ys);
+    e->dst = user_md_for(dd, out_l_, layout_md(dd, cl));
+    e->pd = dnnl::concat::primitive_desc(e->dst, ax, e->src, cpu_engine(), user_scratchpad_attr());
+    e->prim = dnnl::concat(e->pd);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    for (size_t i = 0; i < in.size(); ++i) RETURN_IF_ERROR(check_layout(label_, "input", *in[i], in_l_[i]));
+    RETURN_IF_ERROR(check_layout(label_, "output", y, out_l_));
+    const int rank = y.rank();
+    const int ax = static_cast<int>(axis_ < 0 ? axis_ + rank : axis_);
+    set_threads(ctx);
+    try {
+      PrimitiveCache<ConcatEntry>::Key key;
+      for (const Tensor* t : in) {
+        key.insert(key.end(), t->shape().begin(), t->shape().end());
+        key.push_back(-1);
+      }
+      key.push_back(ctx.num_threads);
+      const Shape ys = y.shape();
+      ASSIGN_OR_RETURN(std::shared_ptr<const ConcatEntry> e, cache_.get(key, [&]() { return build(in, ys, ax); }));
+      dnnl::engine& eng = cpu_engine();
+      dnnl::stream s(eng);
+      std::unordered_map<int, dnnl::memory> args;
+      for (size_t j = 0; j < e->inputs.size(); ++j)
+        args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(j)] =
+            dnnl::memory(e->src[j], eng, const_cast<void*>(in[e->inputs[j]]->raw()));
+      args[DNNL_ARG_DST] = dnnl::memory(e->dst, eng, y.raw());
+      args[DNNL_ARG_SCRATCHPAD] = scratchpad_memory(e->pd);
+      e->prim.execute(s, args);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  int64_t axis_ = 0;
+  std::vector<Layout> in_l_;
+  Layout out_l_ = Layout::kPlain;
+  PrimitiveCache<ConcatEntry> cache_;
+};
+
+// ------------------------------------------------------------ BatchNormalization
+
+struct BnEntry {
+  dnnl::batch_normalization_forward::primitive_desc pd;
+  dnnl::batch_normalization_forward prim;
+  SideReorder src, dst;
+};
+
+class DnnlBatchNormKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    RETURN_IF_ERROR(require_marker(info));
+    const Node& n = info.node;
+    if (n.inputs.size() != 5) return error("expects 5 inputs");
+    RETURN_IF_ERROR(require_f32_input(info, 0));
+    RETURN_IF_ERROR(only_first_output(info));
+    if (n.attr_i("training_mode", 0) != 0) return unsupported_error("training_mode");
+    eps_ = n.attr_f("epsilon", 1e-5f);
+    const Tensor* p[4];
+    for (size_t i = 0; i < 4; ++i) {
+      p[i] = info.constant_input(i + 1);
+      if (!p[i] || p[i]->dtype() != DataType::kFloat32 || p[i]->rank() != 1)
+        return unsupported_error("scale, B, mean and var must be constant float32 vectors");
+    }
+    channels_ = p[0]->dim(0);
+    for (size_t i = 1; i < 4; ++i)
+      if (p[i]->dim(0) != channels_) return error("scale, B, mean and var must have the same length");
+    scale_ = *p[0];
+    shift_ = *p[1];
+    mean_ = *p[2];
+    var_ = *p[3];
+    in_l_ = node_layout(n, true, 0);
+    out_l_ = node_layout(n, false, 0);
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 5, 5));
+    const Tensor& x = *in[0];
+    if (x.dtype() != DataType::kFloat32) return error("X must be float32, got " + x.desc());
+    if (x.rank() < 2 || x.rank() > 5) return error("X must have rank 2 to 5, got " + shape_str(x.shape()));
+    if (x.dim(1) != channels_)
+      return error("X " + shape_str(x.shape()) + " has " + std::to_string(x.dim(1)) + " channels, parameters have " +
+                   std::to_string(channels_));
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, x.shape()};
+    for (size_t i = 1; i < num_outputs_; ++i) out[i] = {DataType::kFloat32, {channels_}};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<BnEntry>> build(const Shape& xs) const {
+    auto e = std::make_shared<BnEntry>();
+    const dnnl::memory::dims d = to_dims(xs);
+    const dnnl::memory::desc md = layout_md(d, compute_layout({in_l_, out_l_}));
+    e->src.init_in(user_md_for(d, in_l_, md), md);
+    e->dst.init_out(md, user_md_for(d, out_l_, md));
+    const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+                       dnnl::normalization_flags::use_shift;
+    dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, md, eps_, flags);
+    e->pd = dnnl::batch_normalization_forward::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
+    e->prim = dnnl::batch_normalization_forward(e->pd);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    RETURN_IF_ERROR(check_layout(label_, "X", x, in_l_));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, out_l_));
+    set_threads(ctx);
+    try {
+      PrimitiveCache<BnEntry>::Key key = x.shape();
+      key.push_back(ctx.num_threads);
+      ASSIGN_OR_RETURN(std::shared_ptr<const BnEntry> e, cache_.get(key, [&]() { return build(x.shape()); }));
+      dnnl::engine& eng = cpu_engine();
+      dnnl::stream s(eng);
+      const dnnl::memory::desc vec = plain_md({channels_});
+      dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
+      dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
+      auto param = [&](const Tensor& t) { return dnnl::memory(vec, eng, const_cast<void*>(t.raw())); };
+      e->prim.execute(s, {{DNNL_ARG_SRC, src},
+                          {DNNL_ARG_DST, dst},
+                          {DNNL_ARG_MEAN, param(mean_)},
+                          {DNNL_ARG_VARIANCE, param(var_)},
+                          {DNNL_ARG_SCALE, param(scale_)},
+                          {DNNL_ARG_SHIFT, param(shift_)},
+                          {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      e->dst.finish(dst, y.raw(), s);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  float eps_ = 1e-5f;
+  int64_t channels_ = 0;
+  Tensor scale_, shift_, mean_, var_;
+  Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
+  PrimitiveCache<BnEntry> cache_;
+};
+
+}  // namespace
+
+void register_dnnl_layout_ops(KernelRegistry& r, int priority) {
+  for (const char* op : {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Clip"})
+    r.add("", op, "dnnl", priority, make_factory<DnnlEltwiseKernel>());
+  for (const char* op : {"Add", "Mul", "Sub", "Div"}) r.add("", op, "dnnl", priority, make_factory<DnnlBinaryKernel>());
+  r.add("", "Concat", "dnnl", priority, make_factory<DnnlConcatKernel>());
+  r.add("", "BatchNormalization", "dnnl", priority, make_factory<DnnlBatchNormKernel>());
+}
+
+}  // namespace dnnl_k
+}  // namespace medq

@@ -1,0 +1,147 @@
+// Activation layout assignment (last pass of the default pipeline).
+//
+// Marks a value "blocked" (stored nhwc, or nChw16c, in its ordinary buffer;
+// see kernels/dnnl/dnnl_layout.h) iff
+//   * it is a 4-D float32 intermediate with static C, H, W (batch may be
+//     dynamic), not H = W = 1 (same bytes in every layout anyway), C % 16 == 0
+//     for nChw16c; not a graph input/output, not a constant;
+//   * its producer and all its consumers are nodes whose dnnl kernel is
+//     actually created for them (checked by creating it here with the "dnnl"
+//     backend) and supports a blocked layout at that input/output position.
+// The decision is recorded on the nodes as "_in_layouts" / "_out_layouts"
+// (ints per input/output: 0 plain, 1 nChw16c, 2 nhwc), which the dnnl
+// kernels read at create time. Every marked node is re-created with its
+// markers; a node that is then rejected loses its candidacy and the
+// assignment is recomputed. The pass does nothing when the allowed backends
+// exclude "dnnl" or MEDQ_DNNL_BLOCKED=off.
+#include <algorithm>
+
+#include "kernels/dnnl/dnnl_layout.h"
+#include "ops/kernel.h"
+#include "passes/pass.h"
+
+namespace medq {
+namespace {
+
+bool dnnl_accepts(const Graph& g, const Node& n, int64_t opset) {
+  auto k = KernelRegistry::global().create(KernelCreateInfo{n, g, opset}, {"dnnl"});
+  return k.is_ok() && std::string(k.value()->backend()) == "dnnl";
+}
+
+void clear_markers(Node& n) {
+  n.remove_attr(kInLayoutsAttr);
+  n.remove_attr(kOutLayoutsAttr);
+}
+
+void set_markers(Node& n, const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
+  n.set_attr(Attribute::make_ints(kInLayoutsAttr, in));
+  n.set_attr(Attribute::make_ints(kOutLayoutsAttr, out));
+}
+
+bool may_be_blocked(const Graph& g, uint32_t vid, Layout bl) {
+  const Value& v = g.value(vid);
+  if (v.is_constant() || g.is_graph_output(vid) || g.is_graph_input(vid)) return false;
+  if (v.dtype != DataType::kFloat32 || !v.has_shape || v.shape.size() != 4) return false;
+  const int64_t c = v.shape[1], h = v.shape[2], w = v.shape[3];
+  if (c <= 0 || h <= 0 || w <= 0) return false;
+  if (h == 1 && w == 1) return false;
+  if (bl == Layout::kNChw16c && c % 16 != 0) return false;
+  return true;
+}
+
+class AssignLayoutsPass : public Pass {
+ public:
+  const char* name() const override { return "layouts"; }
+  Status run(Graph& g, PassContext& ctx, bool& changed) override {
+    for (auto& n : g.nodes)
+      if (has_layout_marker(n)) {
+        clear_markers(n);
+        changed = true;
+      }
+    if (!ctx.backends.empty() && std::find(ctx.backends.begin(), ctx.backends.end(), "dnnl") == ctx.backends.end())
+      return Status::ok();
+    const Layout bl = preferred_blocked_layout();
+    if (bl == Layout::kPlain) return Status::ok();
+    const size_t nn = g.nodes.size();
+
+    // 1. Nodes whose dnnl kernel can be created (with plain markers).
+    std::vector<uint8_t> capable(nn, 0);
+    for (size_t i = 0; i < nn; ++i) {
+      const Node& n = g.nodes[i];
+      if (n.dead) continue;
+      bool any = false;
+      for (size_t k = 0; k < n.inputs.size(); ++k) any |= dnnl_k::supports_blocked_io(n, true, k);
+      if (!any) continue;
+      Node probe = n;
+      set_markers(probe, std::vector<int64_t>(n.inputs.size(), 0), std::vector<int64_t>(n.outputs.size(), 0));
+      capable[i] = dnnl_accepts(g, probe, ctx.opset);
+    }
+
+    int blocked_values = 0;
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      // 2. Values: producer and all consumers capable at their positions.
+      std::vector<uint8_t> blocked(g.values.size(), 0);
+      blocked_values = 0;
+      for (uint32_t vid = 0; vid < g.values.size(); ++vid) {
+        const Value& v = g.value(vid);
+        if (v.producer == kNoNode || v.consumers.empty() || !may_be_blocked(g, vid, bl)) continue;
+        const Node& p = g.nodes[v.producer];
+        if (p.dead || !capable[v.producer]) continue;
+        bool ok = false;
+        for (size_t k = 0; k < p.outputs.size(); ++k)
+          if (p.outputs[k] == vid) ok = dnnl_k::supports_blocked_io(p, false, k);
+        for (uint32_t ci : v.consumers) {
+          if (!ok) break;
+          const Node& c = g.nodes[ci];
+          if (c.dead || !capable[ci]) ok = false;
+          for (size_t k = 0; ok && k < c.inputs.size(); ++k)
+            if (c.inputs[k] == vid && !dnnl_k::supports_blocked_io(c, true, k)) ok = false;
+        }
+        if (ok) {
+          blocked[vid] = 1;
+          ++blocked_values;
+        }
+      }
+      // 3. Markers on every node touching a blocked value.
+      std::vector<size_t> marked;
+      for (size_t i = 0; i < nn; ++i) {
+        Node& n = g.nodes[i];
+        clear_markers(n);
+        if (n.dead || !capable[i]) continue;
+        std::vector<int64_t> in(n.inputs.size(), 0), out(n.outputs.size(), 0);
+        bool any = false;
+        for (size_t k = 0; k < n.inputs.size(); ++k)
+          if (n.inputs[k] != kNoValue && blocked[n.inputs[k]]) in[k] = static_cast<int64_t>(bl), any = true;
+        for (size_t k = 0; k < n.outputs.size(); ++k)
+          if (n.outputs[k] != kNoValue && blocked[n.outputs[k]]) out[k] = static_cast<int64_t>(bl), any = true;
+        if (!any) continue;
+        set_markers(n, in, out);
+        marked.push_back(i);
+      }
+      // 4. Every marked node must get its dnnl kernel with these markers.
+      bool rejected = false;
+      for (size_t i : marked) {
+        if (!dnnl_accepts(g, g.nodes[i], ctx.opset)) {
+          capable[i] = 0;
+          rejected = true;
+          ctx.log.push_back("layouts: " + g.nodes[i].label() + " rejects blocked layouts");
+        }
+      }
+      if (!rejected) {
+        changed |= !marked.empty();
+        if (blocked_values > 0)
+          ctx.log.push_back("layouts: " + std::to_string(blocked_values) + " values stored " + layout_name(bl) +
+                            " across " + std::to_string(marked.size()) + " nodes");
+        return Status::ok();
+      }
+    }
+    for (auto& n : g.nodes) clear_markers(n);
+    return internal_error("layout assignment did not converge");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_assign_layouts_pass() { return std::make_unique<AssignLayoutsPass>(); }
+
+}  // namespace medq
