@@ -45,5 +45,9 @@ int report_error(const Status& st);
 int cmd_info(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_validate(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
+int cmd_convert(int argc, char** argv);
 
 }  // namespace medq::cli

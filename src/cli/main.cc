@@ -20,6 +20,14 @@ void usage(FILE* f) {
                "  run MODEL INPUT...              classify images/DICOM/.npy/.pb inputs (top-k, --json)\n"
                "  bench MODEL [--batch N] [--threads T]\n"
                "                                  latency (median, p95), throughput, peak memory\n"
+               "  quantize MODEL --calib DATA -o OUT.onnx [--method minmax|percentile|entropy|mse]\n"
+               "                                  int8 QDQ quantization (static, calibrated; or --mode dynamic)\n"
+               "  convert --fp16 MODEL -o OUT.onnx\n"
+               "                                  float16 model (float32 I/O, fragile ops kept float32)\n"
+               "  eval MODEL --data DATA [--positive a,b] [--groups k1,k2] [--json OUT]\n"
+               "                                  clinical metrics on a labelled dataset (AUROC CIs, calibration)\n"
+               "  validate --reference FP32 --candidate INT8 --data DATA --report DIR [--policy gate.json]\n"
+               "                                  paired comparison, subgroups, acceptance gate, HTML report\n"
                "  version                         print the version\n\n"
                "Run 'medq <command> --help' for the options of a command.\n",
                MEDQ_VERSION);
@@ -37,6 +45,10 @@ int main(int argc, char** argv) {
     if (cmd == "info") return medq::cli::cmd_info(argc, argv);
     if (cmd == "run") return medq::cli::cmd_run(argc, argv);
     if (cmd == "bench") return medq::cli::cmd_bench(argc, argv);
+    if (cmd == "eval") return medq::cli::cmd_eval(argc, argv);
+    if (cmd == "validate") return medq::cli::cmd_validate(argc, argv);
+    if (cmd == "quantize") return medq::cli::cmd_quantize(argc, argv);
+    if (cmd == "convert") return medq::cli::cmd_convert(argc, argv);
     if (cmd == "version" || cmd == "--version") {
       std::printf("medq %s\n", MEDQ_VERSION);
       return 0;

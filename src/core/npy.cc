@@ -107,11 +107,14 @@ Result<Tensor> parse_npy(const std::string& b, const std::string& name) {
       return invalid_argument("'" + name + "': malformed npy shape '" + shape_s + "'");
     }
   }
-  Tensor t(dt, shape);
+  // Check the declared size against the data before allocating (no huge allocation from a hostile header).
   size_t off = hstart + hlen;
-  if (b.size() - off < t.nbytes())
-    return invalid_argument("'" + name + "': npy data truncated (" + std::to_string(b.size() - off) + " of " +
-                            std::to_string(t.nbytes()) + " bytes)");
+  long double need = dtype_size(dt);
+  for (int64_t d : shape) need *= static_cast<long double>(d);
+  if (need > static_cast<long double>(b.size() - off))
+    return invalid_argument("'" + name + "': npy data truncated (" + std::to_string(b.size() - off) + " bytes for shape " +
+                            shape_str(shape) + ")");
+  Tensor t(dt, shape);
   if (t.nbytes()) std::memcpy(t.raw(), b.data() + off, t.nbytes());
   return t;
 }

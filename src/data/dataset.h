@@ -48,6 +48,10 @@ struct Sample {
 };
 
 struct DatasetSpec {
+  DatasetSpec() = default;
+  DatasetSpec(std::string path_, std::string split_ = "", std::string label_column_ = "label")  // NOLINT
+      : path(std::move(path_)), split(std::move(split_)), label_column(std::move(label_column_)) {}
+
   // A directory (image folder: <root>/<class>/*.png|jpg|jpeg|dcm), a *.csv manifest or a *.npz
   // (MedMNIST layout: <split>_images / <split>_labels, or plain images / labels).
   std::string path;

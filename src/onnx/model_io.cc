@@ -16,6 +16,7 @@
 #include <sstream>
 #include <climits>
 #include <map>
+#include <set>
 #include <unistd.h>
 
 namespace medq {
@@ -293,6 +294,34 @@ class ShapeInferenceRegistry : public onnx::ISchemaRegistry {
 
 // Opset range and unknown standard ops, checked before the ONNX checker so that the
 // error is specific (the checker stops at the first unknown op).
+// Opset 6 semantics that medq's kernels (written for opset >= 7) do not implement are
+// refused with a clear error instead of running with different semantics:
+//  * binary ops with the legacy `broadcast`=1 and an explicit `axis` (numpy suffix
+//    broadcasting, which medq does, equals the legacy rule only without `axis`);
+//  * BatchNormalization with spatial=0 or training mode (is_test=0 with extra outputs).
+static Status check_legacy_attributes(const onnx::ModelProto& mp, const std::string& name) {
+  const auto& gp = mp.graph();
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& np = gp.node(i);
+    if (!np.domain().empty() && np.domain() != "ai.onnx") continue;
+    std::string label = np.op_type() + " '" + (np.name().empty() ? np.op_type() + "_" + std::to_string(i) : np.name()) + "'";
+    int64_t broadcast = 0, spatial = 1;
+    bool has_axis = false;
+    for (const auto& a : np.attribute()) {
+      if (a.name() == "broadcast") broadcast = a.i();
+      if (a.name() == "axis") has_axis = true;
+      if (a.name() == "spatial") spatial = a.i();
+    }
+    static const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor",
+                                                  "Equal", "Greater", "Less", "PRelu"};
+    if (kBinary.count(np.op_type()) && broadcast == 1 && has_axis)
+      return unsupported("'" + name + "': " + label + ": legacy (opset < 7) broadcast with an explicit axis is not supported");
+    if (np.op_type() == "BatchNormalization" && (spatial != 1 || np.output_size() > 1))
+      return unsupported("'" + name + "': " + label + ": legacy BatchNormalization (spatial=0 or training outputs) is not supported");
+  }
+  return Status::ok();
+}
+
 static Status check_opsets_and_ops(const onnx::ModelProto& mp, const std::string& name) {
   if (mp.opset_import_size() == 0)
     return invalid_argument("'" + name + "': model has no opset_import (not an ONNX model, or truncated)");
@@ -303,6 +332,7 @@ static Status check_opsets_and_ops(const onnx::ModelProto& mp, const std::string
     return unsupported("'" + name + "': model uses opset " + std::to_string(opset) + "; medq supports opsets " +
                        std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
   if (opset < 0) return Status::ok();
+  if (opset < 7) RETURN_IF_ERROR(check_legacy_attributes(mp, name));
   // Unknown op types of the default domain, all at once: "FooOp (2 nodes: 'a', 'b'); BarOp (...)".
   std::map<std::string, std::vector<std::string>> unknown;
   const auto& gp = mp.graph();

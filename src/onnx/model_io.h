@@ -20,7 +20,9 @@ class ModelProto;
 namespace medq {
 
 // Default-domain (ai.onnx) opsets medq loads; others are rejected with kUnsupported.
-constexpr int64_t kMinOpset = 7;
+// Opset 6 is accepted: its ops differ from opset 7 only by legacy attributes, which the
+// loader checks (see check_legacy_attributes in model_io.cc).
+constexpr int64_t kMinOpset = 6;
 constexpr int64_t kMaxOpset = 18;
 
 struct LoadOptions {

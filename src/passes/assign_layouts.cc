@@ -14,9 +14,13 @@
 // markers; a node that is then rejected loses its candidacy and the
 // assignment is recomputed. The pass does nothing when the allowed backends
 // exclude "dnnl" or MEDQ_DNNL_BLOCKED=off.
+//
+// First, as a dnnl-only rewrite, BatchNormalization -> Relu becomes medq
+// FusedBatchNorm (see ops/fused.h) where the dnnl kernel accepts it.
 #include <algorithm>
 
 #include "kernels/dnnl/dnnl_layout.h"
+#include "ops/fused.h"
 #include "ops/kernel.h"
 #include "passes/pass.h"
 
@@ -62,6 +66,7 @@ class AssignLayoutsPass : public Pass {
       return Status::ok();
     const Layout bl = preferred_blocked_layout();
     if (bl == Layout::kPlain) return Status::ok();
+    RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));
     const size_t nn = g.nodes.size();
 
     // 1. Nodes whose dnnl kernel can be created (with plain markers).
@@ -137,6 +142,41 @@ class AssignLayoutsPass : public Pass {
     }
     for (auto& n : g.nodes) clear_markers(n);
     return internal_error("layout assignment did not converge");
+  }
+
+ private:
+  // BatchNormalization -> Relu (its only consumer) => medq FusedBatchNorm(activation "Relu"),
+  // when the dnnl kernel accepts the fused node (there is no ref FusedBatchNorm).
+  static Status fuse_batchnorm_relu(Graph& g, PassContext& ctx, bool& changed) {
+    bool fused = false;
+    for (auto& bn : g.nodes) {
+      if (bn.dead || bn.op_type != "BatchNormalization" || !bn.domain.empty() || bn.outputs.empty()) continue;
+      const uint32_t y = bn.outputs[0];
+      if (y == kNoValue || g.is_graph_output(y) || g.value(y).consumers.size() != 1) continue;
+      bool extra = false;
+      for (size_t i = 1; i < bn.outputs.size(); ++i)
+        extra |= bn.outputs[i] != kNoValue && use_count(g, bn.outputs[i]) > 0;
+      if (extra) continue;
+      Node& act = g.nodes[g.value(y).consumers[0]];
+      if (act.dead || act.op_type != "Relu" || !act.domain.empty() || act.inputs.size() != 1 ||
+          act.outputs.size() != 1)
+        continue;
+      Node probe = bn;
+      probe.op_type = "FusedBatchNorm";
+      probe.domain = kMedqDomain;
+      probe.set_attr(Attribute::make_string("activation", "Relu"));
+      probe.outputs = {act.outputs[0]};
+      if (!dnnl_accepts(g, probe, ctx.opset)) continue;
+      ctx.log.push_back("layouts: fused " + act.label() + " into " + bn.label());
+      bn = std::move(probe);
+      act.dead = true;
+      fused = true;
+    }
+    if (fused) {
+      changed = true;
+      RETURN_IF_ERROR(g.finalize());
+    }
+    return Status::ok();
   }
 };
 

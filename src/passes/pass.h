@@ -32,6 +32,7 @@ std::unique_ptr<Pass> make_dead_code_pass();
 std::unique_ptr<Pass> make_fold_constants_pass();
 std::unique_ptr<Pass> make_fold_batchnorm_pass();
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
+std::unique_ptr<Pass> make_fuse_qdq_pass();  // fuse_qdq.cc: QDQ patterns -> medq QConv/QMatMul (before fold)
 std::unique_ptr<Pass> make_assign_layouts_pass();  // assign_layouts.cc: dnnl activation layouts (run last)
 
 // Runs passes in order, finalizing (and verifying if asked) after each.

@@ -51,14 +51,15 @@ Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::
     else if (n == "fold") ps.push_back(make_fold_constants_pass());
     else if (n == "bn") ps.push_back(make_fold_batchnorm_pass());
     else if (n == "fuse") ps.push_back(make_fuse_conv_activation_pass());
+    else if (n == "qdq") ps.push_back(make_fuse_qdq_pass());
     else if (n == "layouts") ps.push_back(make_assign_layouts_pass());
-    else return invalid_argument("unknown pass '" + n + "' (known: identity, dce, fold, bn, fuse, layouts)");
+    else return invalid_argument("unknown pass '" + n + "' (known: identity, dce, fold, bn, fuse, qdq, layouts)");
   }
   return ps;
 }
 
 Status run_default_pipeline(Graph& g, PassContext& ctx) {
-  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "fold", "bn", "fuse", "dce", "layouts"}));
+  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "qdq", "fold", "bn", "fuse", "dce", "layouts"}));
   return run_passes(g, ctx, ps);
 }
 

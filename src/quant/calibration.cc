@@ -275,6 +275,10 @@ TensorRange compute_range(const StreamingHistogram& h, const RangeOptions& o) {
     return r;
   }
   std::vector<double> a = h.abs_bins();
+  // Ignore the zero spike (ReLU outputs: most values are exactly 0, which every
+  // threshold represents exactly) as NVIDIA's pytorch-quantization does
+  // (bins[0] = bins[1]); otherwise KL/MSE clip far too aggressively.
+  if (o.method != CalibMethod::kPercentile && a.size() > 1) a[0] = std::min(a[0], a[1]);
   double t = 0;
   switch (o.method) {
     case CalibMethod::kPercentile: t = percentile_threshold(a, w, o.percentile); break;

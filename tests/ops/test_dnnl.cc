@@ -12,6 +12,7 @@
 #include <fstream>
 #include <thread>
 
+#include "kernels/dnnl/dnnl_layout.h"
 #include "ops/fused.h"
 #include "ref_op_runner.h"
 #include "onnx/model_io.h"
@@ -540,6 +541,291 @@ TEST(Dnnl, TimingResnetConvPrintOnly) {
                   tr, tr / td);
     }
   }
+}
+
+// ------------------------------------------------------------------ blocked layouts
+// Kernels run on data stored nhwc / nChw16c (layout markers as set by the
+// assign_layouts pass); the test converts inputs and outputs itself and
+// compares with the ref kernel on plain data.
+
+constexpr int64_t kNhwc = static_cast<int64_t>(Layout::kNhwc);
+constexpr int64_t kB16 = static_cast<int64_t>(Layout::kNChw16c);
+
+// Offset of logical element (n, c, h, w) of an [N,C,H,W] tensor stored in layout l.
+int64_t layout_offset(const Shape& s, int64_t l, int64_t n, int64_t c, int64_t h, int64_t w) {
+  const int64_t C = s[1], H = s[2], W = s[3];
+  if (l == kNhwc) return ((n * H + h) * W + w) * C + c;
+  if (l == kB16) return (((n * (C / 16) + c / 16) * H + h) * W + w) * 16 + c % 16;
+  return ((n * C + c) * H + h) * W + w;
+}
+
+// Plain -> layout l (to_layout) or layout l -> plain (!to_layout); same shape.
+Tensor convert(const Tensor& t, int64_t l, bool to_layout) {
+  if (l == 0) return t;
+  EXPECT_EQ(t.rank(), 4);
+  Tensor r(DataType::kFloat32, t.shape());
+  const Shape& s = t.shape();
+  for (int64_t n = 0; n < s[0]; ++n)
+    for (int64_t c = 0; c < s[1]; ++c)
+      for (int64_t h = 0; h < s[2]; ++h)
+        for (int64_t w = 0; w < s[3]; ++w) {
+          const int64_t p = ((n * s[1] + c) * s[2] + h) * s[3] + w, q = layout_offset(s, l, n, c, h, w);
+          if (to_layout) r.data<float>()[q] = t.data<float>()[p];
+          else r.data<float>()[p] = t.data<float>()[q];
+        }
+  return r;
+}
+
+// Runs spec on dnnl with the given input/output layouts and on ref (plain); compares.
+void compare_layouts(const OpSpec& spec, const std::vector<OpInput>& inputs, std::vector<int64_t> in_l,
+                     int64_t out_l, const std::string& what, float tol = 1e-4f) {
+  OpSpec d = spec;
+  in_l.resize(inputs.size(), 0);
+  d.attrs.push_back(Attribute::make_ints(kInLayoutsAttr, in_l));
+  d.attrs.push_back(Attribute::make_ints(kOutLayoutsAttr, {out_l}));
+  std::vector<OpInput> din = inputs;
+  for (size_t i = 0; i < din.size(); ++i)
+    if (din[i].t.defined() && in_l[i] != 0) din[i].t = convert(din[i].t, in_l[i], true);
+  std::string desc = what + " in" + shape_str(in_l) + " out " + std::to_string(out_l);
+  Tensor got = run_one(d, din, {"dnnl"});
+  Tensor want = run_one(spec, inputs, {"ref"});
+  if (!got.defined() || !want.defined()) {
+    ADD_FAILURE() << desc;
+    return;
+  }
+  expect_close(convert(got, out_l, false), want, tol, desc);
+}
+
+TEST(DnnlLayouts, ConvBlockedSides) {
+  std::mt19937 rng(31);
+  struct C {
+    Shape x;
+    int64_t m, k, group, stride;
+    bool sum;
+    std::string act;
+  };
+  const std::vector<C> cases = {
+      {{1, 16, 9, 9}, 32, 3, 1, 1, false, "Relu"},  {{2, 32, 8, 8}, 16, 1, 1, 1, true, "Relu"},
+      {{1, 32, 9, 10}, 32, 3, 32, 2, false, "Clip"}, {{2, 16, 7, 7}, 32, 3, 2, 1, true, ""},
+      {{1, 3, 15, 15}, 16, 3, 1, 2, false, "SiLU"},  {{1, 48, 5, 6}, 64, 1, 1, 1, false, ""},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = "FusedConv";
+    spec.domain = kMedqDomain;
+    spec.attrs = {Attribute::make_int("group", c.group), Attribute::make_ints("kernel_shape", {c.k, c.k}),
+                  Attribute::make_ints("strides", {c.stride, c.stride}),
+                  Attribute::make_ints("pads", std::vector<int64_t>(4, c.k / 2)),
+                  Attribute::make_string("activation", c.act),
+                  Attribute::make_floats("activation_params", c.act == "Clip" ? std::vector<float>{0.f, 6.f}
+                                                                              : std::vector<float>{})};
+    std::vector<OpInput> inputs = {in(random_tensor(c.x, rng)),
+                                   cst(random_tensor({c.m, c.x[1] / c.group, c.k, c.k}, rng)),
+                                   cst(random_tensor({c.m}, rng))};
+    const int64_t oh = (c.x[2] + 2 * (c.k / 2) - c.k) / c.stride + 1, ow = (c.x[3] + 2 * (c.k / 2) - c.k) / c.stride + 1;
+    if (c.sum) inputs.push_back(in(random_tensor({c.x[0], c.m, oh, ow}, rng)));
+    for (int64_t l : {kNhwc, kB16}) {
+      const int64_t xl = c.x[1] % 16 == 0 || l == kNhwc ? l : 0;
+      const std::string what = "FusedConv x" + shape_str(c.x) + " m" + std::to_string(c.m);
+      compare_layouts(spec, inputs, {xl, 0, 0, c.sum ? l : 0}, l, what);
+      compare_layouts(spec, inputs, {xl, 0, 0, 0}, 0, what);      // blocked in, plain out
+      compare_layouts(spec, inputs, {0, 0, 0, c.sum ? l : 0}, l, what);  // plain in, blocked out
+      if (c.sum) compare_layouts(spec, inputs, {0, 0, 0, l}, 0, what);  // only the sum blocked
+    }
+  }
+}
+
+TEST(DnnlLayouts, PoolsBlocked) {
+  std::mt19937 rng(32);
+  using A = Attribute;
+  struct P {
+    std::string op;
+    Shape x;
+    std::vector<Attribute> attrs;
+  };
+  const std::vector<P> cases = {
+      {"MaxPool", {2, 16, 11, 11}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("strides", {2, 2}),
+                                    A::make_ints("pads", {1, 1, 1, 1})}},
+      {"AveragePool", {1, 32, 8, 8}, {A::make_ints("kernel_shape", {2, 2}), A::make_ints("strides", {2, 2})}},
+      {"GlobalAveragePool", {2, 32, 7, 7}, {}},
+      {"GlobalMaxPool", {1, 16, 5, 6}, {}},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.op;
+    spec.attrs = c.attrs;
+    std::vector<OpInput> inputs = {in(random_tensor(c.x, rng))};
+    for (int64_t l : {kNhwc, kB16}) {
+      compare_layouts(spec, inputs, {l}, c.op.rfind("Global", 0) == 0 ? 0 : l, c.op);
+      compare_layouts(spec, inputs, {l}, 0, c.op);
+      compare_layouts(spec, inputs, {0}, l, c.op);
+    }
+  }
+}
+
+TEST(DnnlLayouts, Eltwise) {
+  std::mt19937 rng(33);
+  struct E {
+    std::string op;
+    std::vector<Attribute> attrs;
+    int64_t opset;
+  };
+  const std::vector<E> cases = {
+      {"Relu", {}, 17},
+      {"LeakyRelu", {Attribute::make_float("alpha", 0.2f)}, 17},
+      {"Sigmoid", {}, 17},
+      {"Tanh", {}, 17},
+      {"HardSwish", {}, 17},
+      {"Clip", {}, 13},
+      {"Clip", {Attribute::make_float("min", -0.5f), Attribute::make_float("max", 0.25f)}, 6},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.op;
+    spec.attrs = c.attrs;
+    spec.opset = c.opset;
+    Tensor x = random_tensor({2, 32, 5, 7}, rng, -5.f, 5.f);
+    std::vector<OpInput> inputs = {in(x)};
+    if (c.op == "Clip" && c.opset >= 11)
+      inputs = {in(x), cst(testing_ref::f32({0.f}, {})), cst(testing_ref::f32({6.f}, {}))};
+    for (int64_t l : {int64_t{0}, kNhwc, kB16}) {
+      compare_layouts(spec, inputs, {l}, l, c.op, 1e-5f);
+      if (l) compare_layouts(spec, inputs, {l}, 0, c.op, 1e-5f);
+    }
+    // Plain, other ranks.
+    std::vector<OpInput> r3 = inputs;
+    r3[0] = in(random_tensor({3, 4, 5}, rng, -5.f, 5.f));
+    compare_layouts(spec, r3, {0}, 0, c.op + " rank 3", 1e-5f);
+  }
+}
+
+TEST(DnnlLayouts, Binary) {
+  std::mt19937 rng(34);
+  struct B {
+    std::string op;
+    Shape a, b;
+    bool b_const;
+  };
+  const std::vector<B> cases = {
+      {"Add", {2, 32, 6, 6}, {2, 32, 6, 6}, false}, {"Mul", {2, 32, 6, 6}, {2, 32, 1, 1}, false},
+      {"Mul", {2, 32, 1, 1}, {2, 32, 6, 6}, false}, {"Sub", {1, 16, 4, 5}, {16, 1, 1}, true},
+      {"Div", {1, 16, 4, 5}, {1, 16, 4, 5}, false}, {"Add", {1, 16, 4, 5}, {1}, true},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.op;
+    Tensor b = c.op == "Div" ? random_tensor(c.b, rng, 0.5f, 2.f) : random_tensor(c.b, rng);
+    std::vector<OpInput> inputs = {in(random_tensor(c.a, rng)), c.b_const ? cst(b) : in(b)};
+    const std::string what = c.op + " " + shape_str(c.a) + " " + shape_str(c.b);
+    auto full = [](const Shape& s) { return s.size() == 4 && (s[2] > 1 || s[3] > 1); };
+    for (int64_t l : {int64_t{0}, kNhwc, kB16}) {
+      const int64_t la = full(c.a) ? l : 0, lb = full(c.b) && !c.b_const ? l : 0;
+      compare_layouts(spec, inputs, {la, lb}, l, what, 1e-5f);
+      if (l) compare_layouts(spec, inputs, {la, 0}, 0, what, 1e-5f);
+    }
+  }
+  // Plain broadcasting of lower ranks.
+  OpSpec spec;
+  spec.op_type = "Add";
+  compare_layouts(spec, {in(random_tensor({3, 4, 5}, rng)), in(random_tensor({4, 1}, rng))}, {0, 0}, 0, "Add r3", 1e-6f);
+}
+
+TEST(DnnlLayouts, Concat) {
+  std::mt19937 rng(35);
+  OpSpec spec;
+  spec.op_type = "Concat";
+  spec.attrs = {Attribute::make_int("axis", 1)};
+  std::vector<OpInput> inputs = {in(random_tensor({2, 32, 5, 5}, rng)), in(random_tensor({2, 16, 5, 5}, rng)),
+                                 in(random_tensor({2, 48, 5, 5}, rng))};
+  for (int64_t l : {int64_t{0}, kNhwc, kB16}) {
+    compare_layouts(spec, inputs, {l, l, l}, l, "Concat", 0.f);
+    compare_layouts(spec, inputs, {l, 0, l}, 0, "Concat mixed", 0.f);
+  }
+  // nhwc with channel counts that are not multiples of 16.
+  std::vector<OpInput> odd = {in(random_tensor({1, 24, 3, 4}, rng)), in(random_tensor({1, 8, 3, 4}, rng))};
+  compare_layouts(spec, odd, {kNhwc, kNhwc}, kNhwc, "Concat nhwc 24+8", 0.f);
+  // Plain, other axis and rank.
+  OpSpec s3 = spec;
+  s3.attrs = {Attribute::make_int("axis", -1)};
+  compare_layouts(s3, {in(random_tensor({2, 3, 4}, rng)), in(random_tensor({2, 3, 1}, rng))}, {0, 0}, 0,
+                  "Concat r3", 0.f);
+}
+
+TEST(DnnlLayouts, BatchNormalization) {
+  std::mt19937 rng(36);
+  OpSpec spec;
+  spec.op_type = "BatchNormalization";
+  spec.attrs = {Attribute::make_float("epsilon", 1e-3f)};
+  for (Shape x : {Shape{2, 32, 5, 6}, Shape{1, 16, 7, 7}, Shape{3, 8, 10}}) {
+    const int64_t c = x[1];
+    std::vector<OpInput> inputs = {in(random_tensor(x, rng)), cst(random_tensor({c}, rng)),
+                                   cst(random_tensor({c}, rng)), cst(random_tensor({c}, rng)),
+                                   cst(random_tensor({c}, rng, 0.1f, 2.f))};
+    for (int64_t l : {int64_t{0}, kNhwc, kB16}) {
+      if (l && x.size() != 4) continue;
+      compare_layouts(spec, inputs, {l}, l, "BatchNormalization " + shape_str(x), 1e-5f);
+      if (l) compare_layouts(spec, inputs, {0}, l, "BatchNormalization " + shape_str(x), 1e-5f);
+    }
+  }
+}
+
+TEST(DnnlLayouts, FusedBatchNormRelu) {
+  std::mt19937 rng(39);
+  const Shape x = {2, 32, 5, 6};
+  std::vector<OpInput> inputs = {in(random_tensor(x, rng)), cst(random_tensor({32}, rng)),
+                                 cst(random_tensor({32}, rng)), cst(random_tensor({32}, rng)),
+                                 cst(random_tensor({32}, rng, 0.1f, 2.f))};
+  OpSpec bn;
+  bn.op_type = "BatchNormalization";
+  Tensor want = run_one(bn, inputs, {"ref"});
+  ASSERT_TRUE(want.defined());
+  for (int64_t i = 0; i < want.numel(); ++i) want.data<float>()[i] = std::max(want.data<float>()[i], 0.f);
+  for (int64_t l : {int64_t{0}, kNhwc, kB16}) {
+    OpSpec f;
+    f.op_type = "FusedBatchNorm";
+    f.domain = kMedqDomain;
+    f.attrs = {Attribute::make_string("activation", "Relu")};
+    if (l) f.attrs.push_back(Attribute::make_ints(kInLayoutsAttr, {l})), f.attrs.push_back(Attribute::make_ints(kOutLayoutsAttr, {l}));
+    std::vector<OpInput> din = inputs;
+    din[0].t = convert(din[0].t, l, true);
+    Tensor got = run_one(f, din, {"dnnl"});
+    ASSERT_TRUE(got.defined());
+    expect_close(convert(got, l, false), want, 1e-5f, "FusedBatchNorm layout " + std::to_string(l));
+  }
+}
+
+TEST(DnnlLayouts, UnmarkedNodesStayOnRef) {
+  // The layout-aware kernels decline nodes without markers (ref keeps running them).
+  std::mt19937 rng(37);
+  for (const char* op : {"Relu", "Add", "Concat", "BatchNormalization"}) {
+    Graph g;
+    Node n;
+    n.name = "n";
+    n.op_type = op;
+    const uint32_t x = g.add_value("x");
+    g.value(x).dtype = DataType::kFloat32;
+    n.inputs = {x};
+    n.outputs = {g.add_value("y")};
+    g.inputs.push_back(x);
+    g.outputs.push_back(n.outputs[0]);
+    g.add_node(n);
+    ASSERT_TRUE(g.finalize().is_ok());
+    auto k = KernelRegistry::global().create(KernelCreateInfo{g.nodes[0], g, 17}, {"dnnl"});
+    ASSERT_FALSE(k.is_ok()) << op;
+    EXPECT_EQ(k.status().code(), StatusCode::kUnsupported) << op << ": " << k.status().message();
+  }
+}
+
+TEST(DnnlLayouts, BadBlockedShapeIsAnError) {
+  // A tensor that cannot be nChw16c (C = 8) reaching a kernel marked so is reported, not miscomputed.
+  std::mt19937 rng(38);
+  OpSpec spec;
+  spec.op_type = "Relu";
+  spec.backends = {"dnnl"};
+  spec.attrs = {Attribute::make_ints(kInLayoutsAttr, {kB16}), Attribute::make_ints(kOutLayoutsAttr, {kB16})};
+  auto r = run_op(spec, {in(random_tensor({1, 8, 4, 4}, rng))});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("nChw16c"), std::string::npos) << r.status().message();
 }
 
 // ------------------------------------------------------------------ whole model

@@ -43,6 +43,12 @@ class OnnxBuilder {
     fill_vi(g_->add_output(), name, {}, elem, "", false);
     return *this;
   }
+  OnnxBuilder& output_with_shape(const std::string& name, std::vector<int64_t> dims, int elem = kF32) {
+    fill_vi(g_->add_output(), name, dims, elem, "N", true);
+    return *this;
+  }
+  // Serialized as built (no shape inference).
+  std::string raw_bytes() const { return mp_.SerializeAsString(); }
   OnnxBuilder& init(const std::string& name, const Tensor& t) {
     tensor_to_proto(t, name, g_->add_initializer());
     return *this;

@@ -198,7 +198,7 @@ class DnnlConvKernel : public DnnlKernel {
       ASSIGN_OR_RETURN(std::shared_ptr<const ConvEntry> e,
                        cache_.get(key, [&]() { return build(x.shape(), ys, w, bias != nullptr); }));
       dnnl::engine& eng = cpu_engine();
-      dnnl::stream s(eng);
+      dnnl::stream& s = thread_stream();
       dnnl::memory src_user(e->src_plain, eng, const_cast<void*>(x.raw()));
       dnnl::memory dst_user(e->dst_plain, eng, y.raw());
       dnnl::memory src = src_user, dst = dst_user;

@@ -45,6 +45,7 @@ bool supports_blocked_io(const Node& n, bool input, size_t i) {
   const std::string& op = n.op_type;
   if (n.domain == kMedqDomain) {
     if (op == "FusedConv") return input ? (i == 0 || i == 3) : i == 0;
+    if (op == "FusedBatchNorm") return i == 0;
     return false;
   }
   if (!n.domain.empty()) return false;

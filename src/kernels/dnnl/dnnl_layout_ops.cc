@@ -1,5 +1,5 @@
 // Layout-aware oneDNN kernels for the ops that sit between convolutions:
-// BatchNormalization (inference), eltwise activations (Relu, LeakyRelu, Clip,
+// BatchNormalization (inference; and medq FusedBatchNorm = BN + Relu), eltwise activations (Relu, LeakyRelu, Clip,
 // Sigmoid, Tanh, HardSwish), binary Add/Mul/Sub/Div (numpy broadcasting, e.g.
 // the [N,C,1,1] * [N,C,H,W] of squeeze-excitation blocks) and Concat.
 //
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/dnnl/dnnl_common.h"
+#include "ops/fused.h"
 
 namespace medq {
 namespace dnnl_k {
@@ -138,7 +139,7 @@ class DnnlEltwiseKernel : public DnnlKernel {
       PrimitiveCache<EltwiseEntry>::Key key = x.shape();
       key.push_back(ctx.num_threads);
       ASSIGN_OR_RETURN(std::shared_ptr<const EltwiseEntry> e, cache_.get(key, [&]() { return build(x.shape()); }));
-      dnnl::stream s(cpu_engine());
+      dnnl::stream& s = thread_stream();
       dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
       dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
       e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
@@ -262,7 +263,7 @@ class DnnlBinaryKernel : public DnnlKernel {
       ASSIGN_OR_RETURN(std::shared_ptr<const BinaryEntry> e,
                        cache_.get(key, [&]() { return build(a.shape(), b.shape(), ys); }));
       dnnl::engine& eng = cpu_engine();
-      dnnl::stream s(eng);
+      dnnl::stream& s = thread_stream();
       const Tensor& t0 = e->swap ? b : a;
       const Tensor& t1 = e->swap ? a : b;
       dnnl::memory m0(e->src0, eng, const_cast<void*>(t0.raw()));
@@ -389,7 +390,7 @@ class DnnlConcatKernel : public DnnlKernel {
       const Shape ys = y.shape();
       ASSIGN_OR_RETURN(std::shared_ptr<const ConcatEntry> e, cache_.get(key, [&]() { return build(in, ys, ax); }));
       dnnl::engine& eng = cpu_engine();
-      dnnl::stream s(eng);
+      dnnl::stream& s = thread_stream();
       std::unordered_map<int, dnnl::memory> args;
       for (size_t j = 0; j < e->inputs.size(); ++j)
         args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(j)] =
@@ -419,12 +420,19 @@ struct BnEntry {
   SideReorder src, dst;
 };
 
+// Also medq FusedBatchNorm (ops/fused.h): BatchNormalization + activation "Relu".
 class DnnlBatchNormKernel : public DnnlKernel {
  public:
   Status init(const KernelCreateInfo& info) {
     init_base(info);
-    RETURN_IF_ERROR(require_marker(info));
     const Node& n = info.node;
+    if (n.domain == kMedqDomain) {
+      const std::string act = n.attr_s("activation", "");
+      if (act != "" && act != "Relu") return error("unsupported activation '" + act + "'");
+      relu_ = act == "Relu";
+    } else {
+      RETURN_IF_ERROR(require_marker(info));
+    }
     if (n.inputs.size() != 5) return error("expects 5 inputs");
     RETURN_IF_ERROR(require_f32_input(info, 0));
     RETURN_IF_ERROR(only_first_output(info));
@@ -468,8 +476,9 @@ class DnnlBatchNormKernel : public DnnlKernel {
     const dnnl::memory::desc md = layout_md(d, compute_layout({in_l_, out_l_}));
     e->src.init_in(user_md_for(d, in_l_, md), md);
     e->dst.init_out(md, user_md_for(d, out_l_, md));
-    const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
-                       dnnl::normalization_flags::use_shift;
+    auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+                 dnnl::normalization_flags::use_shift;
+    if (relu_) flags |= dnnl::normalization_flags::fuse_norm_relu;
     dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, md, eps_, flags);
     e->pd = dnnl::batch_normalization_forward::primitive_desc(desc, user_scratchpad_attr(), cpu_engine());
     e->prim = dnnl::batch_normalization_forward(e->pd);
@@ -488,7 +497,7 @@ class DnnlBatchNormKernel : public DnnlKernel {
       key.push_back(ctx.num_threads);
       ASSIGN_OR_RETURN(std::shared_ptr<const BnEntry> e, cache_.get(key, [&]() { return build(x.shape()); }));
       dnnl::engine& eng = cpu_engine();
-      dnnl::stream s(eng);
+      dnnl::stream& s = thread_stream();
       const dnnl::memory::desc vec = plain_md({channels_});
       dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
       dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
@@ -510,6 +519,7 @@ class DnnlBatchNormKernel : public DnnlKernel {
 
  private:
   float eps_ = 1e-5f;
+  bool relu_ = false;
   int64_t channels_ = 0;
   Tensor scale_, shift_, mean_, var_;
   Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
@@ -524,6 +534,7 @@ void register_dnnl_layout_ops(KernelRegistry& r, int priority) {
   for (const char* op : {"Add", "Mul", "Sub", "Div"}) r.add("", op, "dnnl", priority, make_factory<DnnlBinaryKernel>());
   r.add("", "Concat", "dnnl", priority, make_factory<DnnlConcatKernel>());
   r.add("", "BatchNormalization", "dnnl", priority, make_factory<DnnlBatchNormKernel>());
+  r.add(kMedqDomain, "FusedBatchNorm", "dnnl", priority, make_factory<DnnlBatchNormKernel>());
 }
 
 }  // namespace dnnl_k

@@ -59,7 +59,7 @@ Result<std::shared_ptr<MatMulEntry>> build_entry(const Problem& p, const float* 
 // Executes the cached matmul with per-call memory objects.
 void execute_entry(const MatMulEntry& e, const void* a, const void* b, const void* bias, void* y) {
   dnnl::engine& eng = cpu_engine();
-  dnnl::stream s(eng);
+  dnnl::stream& s = thread_stream();
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, dnnl::memory(e.src_md, eng, const_cast<void*>(a))},
       {DNNL_ARG_WEIGHTS, e.packed ? e.weights : dnnl::memory(e.wei_md, eng, const_cast<void*>(b))},

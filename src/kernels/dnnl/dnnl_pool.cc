@@ -130,7 +130,7 @@ class DnnlPoolKernel : public DnnlKernel {
       key.push_back(ctx.num_threads);
       const Shape ys = y.shape();
       ASSIGN_OR_RETURN(std::shared_ptr<const PoolEntry> e, cache_.get(key, [&]() { return build(x.shape(), ys, w); }));
-      dnnl::stream s(cpu_engine());
+      dnnl::stream& s = thread_stream();
       dnnl::memory src = e->src.input(x.raw(), Workspace::kSrc, s);
       dnnl::memory dst = e->dst.output(y.raw(), Workspace::kDst);
       e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});

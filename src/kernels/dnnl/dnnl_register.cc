@@ -10,6 +10,7 @@ void register_dnnl_pool(KernelRegistry& r, int priority);    // dnnl_pool.cc: Ma
 void register_dnnl_matmul(KernelRegistry& r, int priority);  // dnnl_matmul.cc: Gemm, MatMul (+ fused)
 // dnnl_layout_ops.cc: BatchNormalization, eltwise, Add/Mul/Sub/Div, Concat (layout-assigned nodes only)
 void register_dnnl_layout_ops(KernelRegistry& r, int priority);
+void register_dnnl_int8(KernelRegistry& r, int priority);  // dnnl_int8.cc: medq QConv, QMatMul
 }  // namespace dnnl_k
 
 void register_dnnl_kernels(KernelRegistry& r) {
@@ -17,6 +18,7 @@ void register_dnnl_kernels(KernelRegistry& r) {
   dnnl_k::register_dnnl_conv(r, kPriority);
   dnnl_k::register_dnnl_pool(r, kPriority);
   dnnl_k::register_dnnl_matmul(r, kPriority);
+  dnnl_k::register_dnnl_int8(r, kPriority);
   dnnl_k::register_dnnl_layout_ops(r, kPriority);
 }
 

@@ -1,0 +1,362 @@
+// oneDNN int8 kernels for the medq quantized ops QConv and QMatMul
+// (ops/fused.h; attributes in kernels/ref/quant_common.h).
+//
+//   acc  = sum (x - x_zp) * w          u8s8 or s8s8 -> s32 (VNNI on AVX-512 cores)
+//   real = x_scale * w_scale[o] * (acc + bias_acc[o])
+//   y    = quantize(act(real), y_scale, y_zp)  or  act(real) for float32 output
+//
+// Mapping onto the oneDNN 2.x int8 quantization model:
+//   dst = zp_dst + post_ops(output_scale[o] * (conv_s32(src - zp_src, wei) + bias))
+// with output_scale[o] = x_scale * w_scale[o] / y_scale (no / y_scale for
+// float output), bias in accumulator units (f32, bias_real / (x_scale * w_scale[o])),
+// Clip bounds divided by y_scale, runtime s32 zero points for src and dst.
+// The f32 -> u8/s8 conversion rounds half to even and saturates, as
+// QuantizeLinear does. Results can differ from the reference by one
+// quantization step where real / y_scale lies within float rounding of a .5 tie.
+//
+// W (int8) and the bias must be constants; they are pre-packed once per cache
+// entry (weights reordered into the primitive's preferred layout, including
+// the s8s8 compensation). Activations are plain NCHW at the boundary; the
+// primitive uses `any` (oneDNN picks nhwc for int8) and per-call reorders.
+// Primitives are cached per (X shape, X dtype, thread count).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/dnnl/dnnl_common.h"
+#include "kernels/ref/conv_common.h"
+#include "kernels/ref/quant_common.h"
+#include "ops/fused.h"
+
+namespace medq {
+namespace dnnl_k {
+namespace {
+
+using dnnl::memory;
+using ref::Window3;
+using ref::WindowAttrs;
+
+memory::data_type dnnl_type(DataType dt) {
+  switch (dt) {
+    case DataType::kUInt8: return memory::data_type::u8;
+    case DataType::kInt8: return memory::data_type::s8;
+    case DataType::kInt32: return memory::data_type::s32;
+    default: return memory::data_type::f32;
+  }
+}
+
+memory::desc plain_typed_md(const memory::dims& dims, memory::data_type t) {
+  memory::dims strides(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+  return memory::desc(dims, t, strides);
+}
+
+// State shared by QConv and QMatMul: quantization parameters, pre-scaled
+// output scales / bias / clip bounds and the constant zero-point storage.
+class Int8Base : public DnnlKernel {
+ protected:
+  Status init_quant(const KernelCreateInfo& info, int64_t channels, const Tensor* bias) {
+    RETURN_IF_ERROR(p_.parse(info.node));
+    if (p_.w_scales.size() != 1 && static_cast<int64_t>(p_.w_scales.size()) != channels)
+      return error("w_scales has " + std::to_string(p_.w_scales.size()) + " entries, expected 1 or " +
+                   std::to_string(channels));
+    const float ys = p_.quantized_output() ? p_.y_scale : 1.f;
+    per_channel_ = p_.w_scales.size() != 1;
+    for (size_t o = 0; o < p_.w_scales.size(); ++o) scales_.push_back(p_.x_scale * p_.w_scales[o] / ys);
+    if (bias) {
+      if ((bias->dtype() != DataType::kInt32 && bias->dtype() != DataType::kFloat32) || bias->numel() != channels)
+        return error("bias must be int32 or float32 [" + std::to_string(channels) + "], got " + bias->desc());
+      bias_acc_.resize(static_cast<size_t>(channels));
+      for (int64_t o = 0; o < channels; ++o)
+        bias_acc_[o] = bias->dtype() == DataType::kInt32
+                           ? static_cast<float>(bias->data<int32_t>()[o])
+                           : bias->data<float>()[o] / (p_.x_scale * p_.w_scale(o));
+    }
+    if (p_.act == ActKind::kClip) clip_ = {p_.act_params[0] / ys, p_.act_params[1] / ys};
+    x_zp_ = p_.x_zp;
+    y_zp_ = p_.quantized_output() ? p_.y_zp : 0;
+    return Status::ok();
+  }
+
+  // Output scales, zero points, activation post-op and user scratchpad.
+  dnnl::primitive_attr make_attr() const {
+    dnnl::primitive_attr attr = user_scratchpad_attr();
+    attr.set_output_scales(per_channel_ ? (1 << 1) : 0, scales_);
+    if (x_zp_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+    if (y_zp_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
+    dnnl::post_ops po;
+    if (p_.act == ActKind::kRelu) append_activation(po, ActKind::kRelu, {});
+    if (p_.act == ActKind::kClip) append_activation(po, ActKind::kClip, clip_);
+    attr.set_post_ops(po);
+    return attr;
+  }
+
+  void add_zero_point_args(std::unordered_map<int, memory>& args) const {
+    const memory::desc zmd({1}, memory::data_type::s32, memory::format_tag::x);
+    if (x_zp_ != 0)
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(zmd, cpu_engine(), const_cast<int32_t*>(&x_zp_));
+    if (y_zp_ != 0)
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(zmd, cpu_engine(), const_cast<int32_t*>(&y_zp_));
+  }
+
+  quant::QParams p_;
+  bool per_channel_ = false;
+  std::vector<float> scales_;    // output scales
+  std::vector<float> bias_acc_;  // bias in accumulator units (empty: none)
+  std::vector<float> clip_;      // Clip bounds in output units
+  int32_t x_zp_ = 0, y_zp_ = 0;
+};
+
+// ---------------------------------------------------------------- QConv
+
+struct QConvEntry {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  memory weights;  // packed, owned
+  memory::desc src_user, dst_user;
+  SideReorder src_r, dst_r;
+};
+
+class DnnlQConvKernel : public Int8Base {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    if (has_blocked_io(n)) return unsupported_error("blocked layouts are not supported");
+    RETURN_IF_ERROR(attrs_.parse(n));
+    group_ = n.attr_i("group", 1);
+    if (group_ < 1) return error("group must be >= 1");
+    if (n.inputs.size() < 2) return error("needs inputs X and W");
+    if (n.has_input(3)) return unsupported_error("the Sum input is not supported");
+    const Tensor* w = info.constant_input(1);
+    if (!w) return unsupported_error("W is not a constant");
+    if (w->dtype() != DataType::kInt8) return unsupported_error("W is not int8");
+    if (w->rank() < 3 || w->rank() > 5) return unsupported_error("W rank " + std::to_string(w->rank()));
+    if (w->dim(0) % group_ != 0) return error("W output channels not divisible by group");
+    const DataType xdt = graph_dtype(info, 0);
+    if (xdt != DataType::kUndefined && !quant::is_q8(xdt)) return unsupported_error("X is not uint8/int8");
+    const Tensor* b = info.constant_input(2);
+    if (n.has_input(2) && !b) return unsupported_error("B is not a constant");
+    RETURN_IF_ERROR(init_quant(info, w->dim(0), b));
+    w_ = *w;
+    return Status::ok();
+  }
+
+  Status geometry(const TensorList& in, Window3& w, Shape& ys) const {
+    const Tensor& x = *in[0];
+    if (!quant::is_q8(x.dtype())) return error(std::string("X must be uint8 or int8, got ") + dtype_name(x.dtype()));
+    if (in[1]->shape() != w_.shape() || in[1]->dtype() != DataType::kInt8) return error("W changed since create");
+    if (x.rank() != w_.rank())
+      return error("X " + shape_str(x.shape()) + " and W " + shape_str(w_.shape()) + " have different ranks");
+    if (x.dim(1) != w_.dim(1) * group_)
+      return error("X has " + std::to_string(x.dim(1)) + " channels but W " + shape_str(w_.shape()) + " with group " +
+                   std::to_string(group_) + " expects " + std::to_string(w_.dim(1) * group_));
+    std::vector<int64_t> in_sp(x.shape().begin() + 2, x.shape().end());
+    std::vector<int64_t> k_sp(w_.shape().begin() + 2, w_.shape().end());
+    if (!attrs_.kernel.empty() && attrs_.kernel != k_sp)
+      return error("kernel_shape " + shape_str(attrs_.kernel) + " does not match W dims " + shape_str(w_.shape()));
+    RETURN_IF_ERROR(ref::compute_window(label_, attrs_, in_sp, k_sp, false, w));
+    ys = {x.dim(0), w_.dim(0)};
+    for (int i = ref::kMaxSpatial - w.spatial; i < ref::kMaxSpatial; ++i) ys.push_back(w.out[i]);
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 3));
+    Window3 w;
+    Shape ys;
+    RETURN_IF_ERROR(geometry(in, w, ys));
+    out.resize(num_outputs_);
+    out[0] = {p_.out_dtype, ys};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<QConvEntry>> build(const Tensor& x, const Shape& ys, const Window3& w) const {
+    auto e = std::make_shared<QConvEntry>();
+    const int sp = w.spatial, off = ref::kMaxSpatial - sp;
+    memory::dims strides, dil, pl, pr;
+    for (int i = 0; i < sp; ++i) {
+      strides.push_back(w.s[off + i]);
+      dil.push_back(w.d[off + i] - 1);
+      pl.push_back(w.pb[off + i]);
+      pr.push_back(w.pe[off + i]);
+    }
+    memory::dims wdims = to_dims(w_.shape());
+    if (group_ > 1) {
+      wdims[0] /= group_;
+      wdims.insert(wdims.begin(), group_);
+    }
+    const memory::dims xd = to_dims(x.shape()), yd = to_dims(ys);
+    const memory::data_type st = dnnl_type(x.dtype()), dt = dnnl_type(p_.out_dtype);
+    memory::desc src_md(xd, st, memory::format_tag::any);
+    memory::desc dst_md(yd, dt, memory::format_tag::any);
+    memory::desc wei_md(wdims, memory::data_type::s8, memory::format_tag::any);
+    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_typed_md({w_.dim(0)}, memory::data_type::f32);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
+                                      wei_md, bias_md, dst_md, strides, dil, pl, pr);
+    e->pd = dnnl::convolution_forward::primitive_desc(d, make_attr(), cpu_engine());
+    e->prim = dnnl::convolution_forward(e->pd);
+    // Weights: plain (g)oihw s8 -> the preferred layout (with compensation), once.
+    e->weights = memory(e->pd.weights_desc(), cpu_engine());
+    {
+      memory wplain(plain_typed_md(wdims, memory::data_type::s8), cpu_engine(), const_cast<void*>(w_.raw()));
+      dnnl::stream s(cpu_engine());
+      dnnl::reorder(wplain, e->weights).execute(s, wplain, e->weights);
+      s.wait();
+    }
+    e->src_user = plain_typed_md(xd, st);
+    e->dst_user = plain_typed_md(yd, dt);
+    e->src_r.init_in(e->src_user, e->pd.src_desc());
+    e->dst_r.init_out(e->pd.dst_desc(), e->dst_user);
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Window3 w;
+    Shape ys;
+    RETURN_IF_ERROR(geometry(in, w, ys));
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    set_threads(ctx);
+    try {
+      PrimitiveCache<QConvEntry>::Key key = x.shape();
+      key.push_back(static_cast<int64_t>(x.dtype()));
+      key.push_back(ctx.num_threads);
+      ASSIGN_OR_RETURN(std::shared_ptr<const QConvEntry> e, cache_.get(key, [&]() { return build(x, ys, w); }));
+      dnnl::stream s(cpu_engine());
+      memory src = e->src_r.input(x.raw(), Workspace::kSrc, s);
+      memory dst = e->dst_r.output(y.raw(), Workspace::kDst);
+      std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},
+                                              {DNNL_ARG_WEIGHTS, e->weights},
+                                              {DNNL_ARG_DST, dst},
+                                              {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}};
+      if (!bias_acc_.empty())
+        args[DNNL_ARG_BIAS] = memory(plain_typed_md({w_.dim(0)}, memory::data_type::f32), cpu_engine(),
+                                     const_cast<float*>(bias_acc_.data()));
+      add_zero_point_args(args);
+      e->prim.execute(s, args);
+      e->dst_r.finish(dst, y.raw(), s);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  WindowAttrs attrs_;
+  int64_t group_ = 1;
+  Tensor w_;
+  PrimitiveCache<QConvEntry> cache_;
+};
+
+// ---------------------------------------------------------------- QMatMul
+
+struct QMatMulEntry {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  memory weights;
+  memory::desc src_md, dst_md;
+};
+
+class DnnlQMatMulKernel : public Int8Base {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    if (has_blocked_io(n)) return unsupported_error("blocked layouts are not supported");
+    if (n.inputs.size() < 2) return error("needs inputs A and B");
+    const Tensor* b = info.constant_input(1);
+    if (!b) return unsupported_error("B is not a constant");
+    if (b->dtype() != DataType::kInt8 || b->rank() != 2) return unsupported_error("B is not an int8 matrix");
+    const DataType adt = graph_dtype(info, 0);
+    if (adt != DataType::kUndefined && !quant::is_q8(adt)) return unsupported_error("A is not uint8/int8");
+    const Tensor* bias = info.constant_input(2);
+    if (n.has_input(2) && !bias) return unsupported_error("bias is not a constant");
+    RETURN_IF_ERROR(init_quant(info, b->dim(1), bias));
+    b_ = *b;
+    return Status::ok();
+  }
+
+  Status shape_of(const TensorList& in, Shape& ys) const {
+    const Tensor& a = *in[0];
+    if (!quant::is_q8(a.dtype())) return error(std::string("A must be uint8 or int8, got ") + dtype_name(a.dtype()));
+    if (a.rank() < 1 || a.dim(-1) != b_.dim(0))
+      return error("A " + shape_str(a.shape()) + " does not match B " + shape_str(b_.shape()));
+    if (in[1]->shape() != b_.shape()) return error("B changed since create");
+    ys = a.shape();
+    ys.back() = b_.dim(1);
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 3));
+    Shape ys;
+    RETURN_IF_ERROR(shape_of(in, ys));
+    out.resize(num_outputs_);
+    out[0] = {p_.out_dtype, ys};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<QMatMulEntry>> build(int64_t M, DataType adt) const {
+    auto e = std::make_shared<QMatMulEntry>();
+    const int64_t K = b_.dim(0), N = b_.dim(1);
+    e->src_md = plain_typed_md({M, K}, dnnl_type(adt));
+    e->dst_md = plain_typed_md({M, N}, dnnl_type(p_.out_dtype));
+    memory::desc wei_md({K, N}, memory::data_type::s8, memory::format_tag::any);
+    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_typed_md({1, N}, memory::data_type::f32);
+    dnnl::matmul::desc d(e->src_md, wei_md, bias_md, e->dst_md);
+    e->pd = dnnl::matmul::primitive_desc(d, make_attr(), cpu_engine());
+    e->prim = dnnl::matmul(e->pd);
+    e->weights = memory(e->pd.weights_desc(), cpu_engine());
+    memory wplain(plain_typed_md({K, N}, memory::data_type::s8), cpu_engine(), const_cast<void*>(b_.raw()));
+    dnnl::stream s(cpu_engine());
+    dnnl::reorder(wplain, e->weights).execute(s, wplain, e->weights);
+    s.wait();
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Shape ys;
+    RETURN_IF_ERROR(shape_of(in, ys));
+    const Tensor& a = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    const int64_t M = a.numel() / a.dim(-1);
+    set_threads(ctx);
+    try {
+      PrimitiveCache<QMatMulEntry>::Key key = {M, static_cast<int64_t>(a.dtype()), ctx.num_threads};
+      ASSIGN_OR_RETURN(std::shared_ptr<const QMatMulEntry> e, cache_.get(key, [&]() { return build(M, a.dtype()); }));
+      dnnl::stream s(cpu_engine());
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC, memory(e->src_md, cpu_engine(), const_cast<void*>(a.raw()))},
+          {DNNL_ARG_WEIGHTS, e->weights},
+          {DNNL_ARG_DST, memory(e->dst_md, cpu_engine(), y.raw())},
+          {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}};
+      if (!bias_acc_.empty())
+        args[DNNL_ARG_BIAS] = memory(plain_typed_md({1, b_.dim(1)}, memory::data_type::f32), cpu_engine(),
+                                     const_cast<float*>(bias_acc_.data()));
+      add_zero_point_args(args);
+      e->prim.execute(s, args);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  Tensor b_;
+  PrimitiveCache<QMatMulEntry> cache_;
+};
+
+}  // namespace
+
+void register_dnnl_int8(KernelRegistry& r, int priority) {
+  r.add(kMedqDomain, "QConv", "dnnl", priority, make_factory<DnnlQConvKernel>());
+  r.add(kMedqDomain, "QMatMul", "dnnl", priority, make_factory<DnnlQMatMulKernel>());
+}
+
+}  // namespace dnnl_k
+}  // namespace medq

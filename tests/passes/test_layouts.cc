@@ -1,0 +1,286 @@
+// assign_layouts pass: which values become blocked (nhwc / nChw16c between
+// dnnl kernels), that the markers agree on both sides of every value, and
+// that the compiled graphs compute what the original computes.
+#include <gtest/gtest.h>
+
+#include "kernels/dnnl/dnnl_layout.h"
+#include "onnx_test_builder.h"
+#include "ops/fused.h"
+#include "passes/pass.h"
+#include "runtime/session.h"
+
+namespace medq {
+namespace {
+
+using namespace testing_onnx;
+
+Graph optimize(const Model& m, std::vector<std::string> backends = {}, PassContext* out = nullptr) {
+  PassContext ctx;
+  ctx.opset = m.opset("");
+  ctx.verify = true;
+  ctx.backends = std::move(backends);
+  Graph g = m.graph;
+  Status st = run_default_pipeline(g, ctx);
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  if (out) *out = ctx;
+  return g;
+}
+
+// Layout of value `name` as written by its producer; checks every consumer agrees.
+Layout layout_of(const Graph& g, const std::string& name) {
+  const uint32_t vid = g.find_value(name);
+  EXPECT_NE(vid, kNoValue) << name;
+  if (vid == kNoValue) return Layout::kPlain;
+  const Value& v = g.value(vid);
+  Layout l = Layout::kPlain;
+  if (v.producer != kNoNode) {
+    const Node& p = g.nodes[v.producer];
+    for (size_t k = 0; k < p.outputs.size(); ++k)
+      if (p.outputs[k] == vid) l = node_layout(p, false, k);
+  }
+  for (uint32_t ci : v.consumers) {
+    const Node& c = g.nodes[ci];
+    for (size_t k = 0; k < c.inputs.size(); ++k)
+      if (c.inputs[k] == vid) EXPECT_EQ(node_layout(c, true, k), l) << name << " at " << c.label();
+  }
+  return l;
+}
+
+// Every marker in g is consistent between producer and consumers.
+void expect_consistent(const Graph& g) {
+  for (const auto& v : g.values) layout_of(g, v.name);
+}
+
+void add_conv(OnnxBuilder& b, const std::string& x, const std::string& y, int64_t cin, int64_t cout, int64_t k,
+              uint32_t seed, int64_t group = 1) {
+  b.init(y + "_W", random_f32({cout, cin / group, k, k}, seed, -0.3f, 0.3f));
+  b.init(y + "_B", random_f32({cout}, seed + 1));
+  auto* n = b.node("Conv", {x, y + "_W", y + "_B"}, {y}, y + "_conv");
+  attr_ints(n, "kernel_shape", {k, k});
+  attr_ints(n, "pads", std::vector<int64_t>(4, k / 2));
+  if (group > 1) attr_i(n, "group", group);
+}
+
+void expect_same_outputs(const Model& m, const Graph& g, const Tensor& x, double tol) {
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(m, {x}, false, &want).is_ok());
+  Status st = run_model(with_graph(m, g), {x}, false, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_LE(max_abs_diff(got[i], want[i]), tol) << "output " << i;
+}
+
+// conv -> relu -> maxpool -> conv + residual -> relu -> GAP -> flatten.
+Model resnet_like() {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 12, 12});
+  add_conv(b, "X", "c1", 16, 32, 3, 1);
+  b.node("Relu", {"c1"}, {"r1"});
+  auto* mp = b.node("MaxPool", {"r1"}, {"p1"});
+  attr_ints(mp, "kernel_shape", {2, 2});
+  attr_ints(mp, "strides", {2, 2});
+  add_conv(b, "p1", "c2", 32, 32, 3, 3);
+  b.node("Add", {"c2", "p1"}, {"a2"});
+  b.node("Relu", {"a2"}, {"r2"});
+  b.node("GlobalAveragePool", {"r2"}, {"g"});
+  b.node("Flatten", {"g"}, {"Y"});
+  b.output("Y");
+  auto m = b.build();
+  EXPECT_TRUE(m.is_ok()) << m.status().message();
+  return m.value();
+}
+
+TEST(PassLayouts, ResnetBlockKeepsActivationsBlocked) {
+  Model m = resnet_like();
+  PassContext ctx;
+  Graph g = optimize(m, {}, &ctx);
+  const Layout bl = preferred_blocked_layout();
+  if (bl == Layout::kPlain) GTEST_SKIP() << "MEDQ_DNNL_BLOCKED=off";
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "X"), Layout::kPlain);   // graph input
+  EXPECT_EQ(layout_of(g, "r1"), bl);              // fused conv -> maxpool
+  EXPECT_EQ(layout_of(g, "p1"), bl);              // maxpool -> conv and residual sum
+  EXPECT_EQ(layout_of(g, "r2"), bl);              // fused conv(+sum+relu) -> GAP
+  EXPECT_EQ(layout_of(g, "g"), Layout::kPlain);   // [N,C,1,1] feeding Flatten
+  EXPECT_EQ(layout_of(g, "Y"), Layout::kPlain);   // graph output
+  bool logged = false;
+  for (const auto& l : ctx.log) logged |= l.find("layouts:") == 0;
+  EXPECT_TRUE(logged);
+  expect_same_outputs(m, g, random_f32({2, 16, 12, 12}, 5), 1e-4);
+  expect_same_outputs(m, g, random_f32({1, 16, 12, 12}, 6), 1e-4);
+}
+
+TEST(PassLayouts, RefOnlySessionsGetNoMarkers) {
+  Model m = resnet_like();
+  Graph g = optimize(m, {"ref"});
+  for (const auto& n : g.nodes) EXPECT_FALSE(has_layout_marker(n)) << n.label();
+  SessionOptions o;
+  o.backends = {"ref"};
+  auto s = Session::create(m, o);
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  auto y = s.value()->run({random_f32({2, 16, 12, 12}, 7)});
+  ASSERT_TRUE(y.is_ok()) << y.status().message();
+}
+
+TEST(PassLayouts, PassIsIdempotent) {
+  Model m = resnet_like();
+  Graph g = optimize(m);
+  Graph g2 = g;
+  PassContext ctx;
+  ctx.opset = 13;
+  auto ps = make_pipeline({"layouts"});
+  ASSERT_TRUE(ps.is_ok());
+  ASSERT_TRUE(run_passes(g2, ctx, ps.value()).is_ok());
+  ASSERT_EQ(g.nodes.size(), g2.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    EXPECT_EQ(g.nodes[i].attr_ints(kInLayoutsAttr), g2.nodes[i].attr_ints(kInLayoutsAttr));
+    EXPECT_EQ(g.nodes[i].attr_ints(kOutLayoutsAttr), g2.nodes[i].attr_ints(kOutLayoutsAttr));
+  }
+}
+
+TEST(PassLayouts, DenseNetBlockUsesBlockedBatchNormReluConcat) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 10, 10});
+  add_conv(b, "X", "c0", 16, 32, 3, 11);
+  for (int i = 0; i < 4; ++i) {
+    const std::string p = "bn" + std::to_string(i);
+    b.init(p + "_s", random_f32({32}, 20 + i, 0.5f, 1.5f));
+    b.init(p + "_b", random_f32({32}, 30 + i));
+    b.init(p + "_m", random_f32({32}, 40 + i));
+    b.init(p + "_v", random_f32({32}, 50 + i, 0.5f, 2.f));
+  }
+  b.node("BatchNormalization", {"c0", "bn0_s", "bn0_b", "bn0_m", "bn0_v"}, {"n0"});
+  b.node("Relu", {"n0"}, {"r0"});
+  add_conv(b, "r0", "c1", 32, 16, 1, 12);
+  b.node("Concat", {"c0", "c1"}, {"cat"})->add_attribute()->CopyFrom([] {
+    onnx::AttributeProto a;
+    a.set_name("axis");
+    a.set_type(onnx::AttributeProto::INT);
+    a.set_i(1);
+    return a;
+  }());
+  auto* ap = b.node("AveragePool", {"cat"}, {"ap"});
+  attr_ints(ap, "kernel_shape", {2, 2});
+  attr_ints(ap, "strides", {2, 2});
+  add_conv(b, "ap", "Y", 48, 8, 3, 13);
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  const Model& m = mr.value();
+  Graph g = optimize(m);
+  const Layout bl = preferred_blocked_layout();
+  if (bl == Layout::kPlain) GTEST_SKIP();
+  expect_consistent(g);
+  EXPECT_EQ(count_op(g, "FusedBatchNorm"), 1);  // BN -> Relu fused for dnnl
+  EXPECT_EQ(count_op(g, "Relu"), 0);
+  EXPECT_EQ(layout_of(g, "c0"), bl);  // conv -> BN and Concat
+  EXPECT_EQ(layout_of(g, "r0"), bl);  // FusedBatchNorm -> conv
+  EXPECT_EQ(layout_of(g, "c1"), bl);
+  EXPECT_EQ(layout_of(g, "cat"), bl);  // 48 channels: C % 16 == 0 for nChw16c too
+  EXPECT_EQ(layout_of(g, "ap"), bl);
+  EXPECT_EQ(layout_of(g, "Y"), Layout::kPlain);
+  for (const auto& n : g.nodes) EXPECT_TRUE(has_layout_marker(n)) << n.label();
+  expect_same_outputs(m, g, random_f32({2, 16, 10, 10}, 8), 1e-4);
+}
+
+TEST(PassLayouts, SqueezeExcitationMul) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 32, 8, 8});
+  add_conv(b, "X", "c0", 32, 32, 3, 61, 32);  // depthwise
+  b.node("GlobalAveragePool", {"c0"}, {"g"});
+  add_conv(b, "g", "s1", 32, 8, 1, 62);
+  b.node("Relu", {"s1"}, {"s1r"});
+  add_conv(b, "s1r", "s2", 8, 32, 1, 63);
+  b.node("Sigmoid", {"s2"}, {"s"});
+  b.node("Mul", {"c0", "s"}, {"x"});
+  add_conv(b, "x", "Y", 32, 16, 1, 64);
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  const Model& m = mr.value();
+  Graph g = optimize(m);
+  const Layout bl = preferred_blocked_layout();
+  if (bl == Layout::kPlain) GTEST_SKIP();
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "c0"), bl);
+  EXPECT_EQ(layout_of(g, "g"), Layout::kPlain);  // H = W = 1
+  EXPECT_EQ(layout_of(g, "x"), bl);
+  expect_same_outputs(m, g, random_f32({2, 32, 8, 8}, 9), 1e-4);
+}
+
+TEST(PassLayouts, ValueWithNonDnnlConsumerStaysPlain) {
+  OnnxBuilder b(13);
+  b.input("X", {1, 16, 6, 6});
+  add_conv(b, "X", "c0", 16, 16, 3, 71);
+  add_conv(b, "c0", "Y", 16, 16, 3, 72);
+  auto* t = b.node("Transpose", {"c0"}, {"Z"});
+  attr_ints(t, "perm", {0, 2, 3, 1});
+  b.output("Y").output("Z");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value());
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "c0"), Layout::kPlain);
+  expect_same_outputs(mr.value(), g, random_f32({1, 16, 6, 6}, 10), 1e-4);
+}
+
+TEST(PassLayouts, NonFloatOrUnknownShapesStayPlain) {
+  // Spatial dims unknown: the pass cannot prove the layout applies.
+  OnnxBuilder b(13);
+  b.input("X", {1, 16, -1, -1}, kF32, "H");
+  add_conv(b, "X", "c0", 16, 16, 3, 81);
+  b.node("Relu", {"c0"}, {"r"});
+  add_conv(b, "r", "Y", 16, 16, 3, 82);
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value());
+  for (const auto& n : g.nodes) EXPECT_FALSE(has_blocked_io(n)) << n.label();
+}
+
+TEST(PassLayouts, SessionRejectsBlockedNodeOnRef) {
+  // A graph carrying markers (as compiled) run with the ref backend only and no
+  // passes: the Session must refuse instead of computing on blocked data.
+  Model m = resnet_like();
+  Graph g = optimize(m);
+  bool any = false;
+  for (const auto& n : g.nodes) any |= has_blocked_io(n);
+  if (!any) GTEST_SKIP() << "no blocked values";
+  SessionOptions o;
+  o.optimize = false;
+  o.backends = {"ref"};
+  auto s = Session::create(with_graph(m, g), o);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kInternal) << s.status().message();
+}
+
+TEST(PassLayouts, StandaloneBatchNormAndReluWhenNotFusable) {
+  // BN output used twice: no fusion; BN and Relu run on dnnl with blocked data.
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 6, 6});
+  add_conv(b, "X", "c0", 16, 16, 3, 91);
+  b.init("s", random_f32({16}, 92, 0.5f, 1.5f));
+  b.init("bb", random_f32({16}, 93));
+  b.init("m", random_f32({16}, 94));
+  b.init("v", random_f32({16}, 95, 0.5f, 2.f));
+  b.node("Relu", {"c0"}, {"r"});  // keeps BN from folding into the conv
+  b.node("BatchNormalization", {"r", "s", "bb", "m", "v"}, {"n"});
+  b.node("Relu", {"n"}, {"r2"});
+  b.node("Add", {"r2", "n"}, {"a"});
+  add_conv(b, "a", "Y", 16, 16, 3, 96);
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value());
+  const Layout bl = preferred_blocked_layout();
+  if (bl == Layout::kPlain) GTEST_SKIP();
+  expect_consistent(g);
+  EXPECT_EQ(count_op(g, "FusedBatchNorm"), 0);
+  EXPECT_EQ(layout_of(g, "n"), bl);
+  EXPECT_EQ(layout_of(g, "r2"), bl);
+  EXPECT_EQ(layout_of(g, "a"), bl);
+  expect_same_outputs(mr.value(), g, random_f32({2, 16, 6, 6}, 97), 1e-4);
+}
+
+}  // namespace
+}  // namespace medq

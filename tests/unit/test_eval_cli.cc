@@ -1,0 +1,265 @@
+// `medq eval` / `medq validate` end to end on a tiny generated model and a small manifest of
+// the test images: reports, gate verdicts and exit codes, and clear errors with no partial
+// report on bad input. The real-data check (shared brain/skin models) skips when absent.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "../passes/onnx_test_builder.h"
+#include "data/dataset.h"
+#include "eval/gate.h"
+#include "eval/metrics.h"
+#include "eval/runner.h"
+
+namespace medq {
+namespace {
+
+using namespace testing_onnx;
+using nlohmann::json;
+
+const std::string kMedq = std::string(MEDQ_BINARY_DIR) + "/medq";
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_text(const std::string& path, const std::string& s) {
+  std::ofstream f(path, std::ios::binary);
+  f << s;
+}
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+class EvalCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!exists(kMedq)) GTEST_SKIP() << kMedq << " not built";
+    char tmpl[] = "/tmp/medq_evalcli_XXXXXX";
+    char* d = ::mkdtemp(tmpl);
+    ASSERT_NE(d, nullptr);
+    dir_ = d;
+    write_model("tiny.onnx", R"(["benign", "malignant"])", 1);
+    write_model("tiny2.onnx", R"(["benign", "malignant"])", 2);
+    write_model("three.onnx", R"(["benign", "malignant", "other"])", 1);
+    // 16 images, two labels, a sex column, an all-empty column.
+    std::string csv = "path,dx,sex,empty,split\n";
+    const char* imgs[] = {"gray1.png", "gray2.png", "gray4.png", "gray8.png", "rgb8.png", "rgba8.png", "la8.png",
+                          "synth_420.jpg", "synth_422.jpg", "synth_444.jpg", "synth_gray.jpg", "rgb16.png",
+                          "gray16.png", "palette4.png", "la16.png", "rgba16.png"};
+    for (int i = 0; i < 16; ++i)
+      csv += src_image(imgs[i]) + "," + (i % 2 ? "malignant" : "benign") + "," + (i % 3 ? "female" : "male") +
+             ",,test\n";
+    write_text(file("data.csv"), csv);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
+  std::string file(const std::string& n) const { return dir_ + "/" + n; }
+  static std::string src_image(const std::string& n) { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
+
+  void write_model(const std::string& name, const std::string& labels, uint32_t seed) {
+    OnnxBuilder b(13);
+    b.input("image", {-1, 3, 8, 8}, kF32, "batch");
+    b.init("W", random_f32({2, 3, 8, 8}, seed, -0.05f, 0.05f));
+    b.node("Conv", {"image", "W"}, {"c"}, "conv");
+    b.node("Flatten", {"c"}, {"logits"}, "flatten");
+    b.output("logits");
+    auto* p = b.proto().add_metadata_props();
+    p->set_key("preprocess");
+    p->set_value(R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
+                 R"( "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "layout": "NCHW"})");
+    auto* l = b.proto().add_metadata_props();
+    l->set_key("labels");
+    l->set_value(labels);
+    std::ofstream f(file(name), std::ios::binary);
+    std::string bytes = b.bytes();
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+
+  CmdResult run(const std::string& args) {
+    CmdResult r;
+    std::string cmd = "cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedq + "' " + args + " > '" + dir_ +
+                      "/.stdout' 2> '" + dir_ + "/.stderr'";
+    int st = std::system(cmd.c_str());
+    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = slurp(dir_ + "/.stdout");
+    r.err = slurp(dir_ + "/.stderr");
+    return r;
+  }
+  std::string validate_args(const std::string& extra) {
+    return "validate --reference tiny.onnx --candidate tiny2.onnx --data data.csv --label-column dx --positive malignant "
+           "--quiet --batch 4 " + extra;
+  }
+  void expect_error(const CmdResult& r, const std::vector<std::string>& needles) {
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("medq: error: ", 0), 0u) << r.err;
+    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+    EXPECT_FALSE(exists(file("rep/report.json")));
+    EXPECT_FALSE(exists(file("rep/report.html")));
+  }
+
+  std::string dir_;
+};
+
+TEST_F(EvalCli, EvalPrintsMetricsAndWritesJson) {
+  CmdResult r = run("eval tiny.onnx --data data.csv --label-column dx --positive malignant --groups sex --quiet --json out.json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("accuracy"), std::string::npos);
+  EXPECT_NE(r.out.find("subgroups by 'sex'"), std::string::npos);
+  json j = json::parse(slurp(file("out.json")));
+  EXPECT_EQ(j["metrics"]["n"].get<int>(), 16);
+  EXPECT_EQ(j["dataset"]["sha256"].get<std::string>().size(), 64u);
+  EXPECT_TRUE(j["metrics"]["binary"].contains("auroc"));
+  EXPECT_EQ(j["subgroups"]["sex"]["groups"].size(), 2u);
+}
+
+TEST_F(EvalCli, ValidateApprovedWritesBothReports) {
+  write_text(file("gate.json"), R"({"max": {"paired.accuracy_drop": 1.0}, "auroc_noninferiority_margin": 1.0,
+                                   "max_subgroup_gap_increase": 1.0, "min_subgroup_size": 3})");
+  CmdResult r = run(validate_args("--groups sex --policy gate.json --report rep"));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("APPROVED"), std::string::npos);
+  json j = json::parse(slurp(file("rep/report.json")));
+  EXPECT_EQ(j["gate"]["verdict"], "APPROVED");
+  EXPECT_EQ(j["models"]["reference"]["sha256"].get<std::string>().size(), 64u);
+  EXPECT_FALSE(j["medq_version"].get<std::string>().empty());
+  EXPECT_EQ(j["batch_robustness"]["samples"].get<int>(), 16);
+  EXPECT_TRUE(j["paired"].contains("mcnemar"));
+  EXPECT_TRUE(j["subgroups"]["sex"]["gaps"].contains("increase"));
+  std::string html = slurp(file("rep/report.html"));
+  EXPECT_NE(html.find("APPROVED"), std::string::npos);
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_EQ(html.find("http"), std::string::npos);  // nothing fetched from the network
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("src="), std::string::npos);  // no external assets
+}
+
+TEST_F(EvalCli, ValidateRejectedByYamlPolicyExits1) {
+  write_text(file("gate.yaml"),
+             "# clinical gate\nmin:\n  candidate.accuracy: 1.01   # impossible\n  candidate.binary.sensitivity: 0.0\n"
+             "max:\n  paired.accuracy_drop: 1\n");
+  CmdResult r = run(validate_args("--policy gate.yaml --report rep"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("REJECTED"), std::string::npos);
+  EXPECT_NE(r.out.find("[FAIL] candidate.accuracy"), std::string::npos) << r.out;
+  json j = json::parse(slurp(file("rep/report.json")));
+  EXPECT_EQ(j["gate"]["verdict"], "REJECTED");
+}
+
+TEST_F(EvalCli, BadInputsGiveClearErrorsAndNoReport) {
+  // Labels not in the model's list (the 'sex' column read as labels).
+  expect_error(run("validate --reference tiny.onnx --candidate tiny2.onnx --data data.csv --label-column sex --report rep"),
+               {"not in the model's label list", "'female'", "'male'"});
+  // Missing column.
+  expect_error(run(validate_args("--groups site --report rep")), {"no column 'site'", "available"});
+  expect_error(run("validate --reference tiny.onnx --candidate tiny2.onnx --data data.csv --label-column nope --report rep"),
+               {"nope"});
+  // Empty subgroup column.
+  expect_error(run(validate_args("--groups empty --report rep")), {"'empty' is empty for every sample"});
+  // Output count differs from the label count.
+  expect_error(run("validate --reference three.onnx --candidate three.onnx --data data.csv --label-column dx --report rep"),
+               {"2 outputs but 3 labels"});
+  // Unknown positive class; malformed policy.
+  expect_error(run(validate_args("--positive melanoma --report rep")), {"melanoma"});
+  write_text(file("bad.json"), R"({"maximum": {"x": 1}})");
+  expect_error(run(validate_args("--policy bad.json --report rep")), {"unknown policy key 'maximum'"});
+  // eval with the mismatching model, too.
+  CmdResult r = run("eval three.onnx --data data.csv --label-column dx --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("2 outputs but 3 labels"), std::string::npos) << r.err;
+}
+
+TEST(EvalGate, YamlSubsetAndRules) {
+  auto y = eval::parse_simple_yaml("a:\n  b: 1\n  c:\n    d: 'x y'   # c\ne: 0.5\nf: true\n", "t.yaml");
+  ASSERT_TRUE(y.is_ok()) << y.status().message();
+  EXPECT_EQ(y.value()["a"]["b"], 1);
+  EXPECT_EQ(y.value()["a"]["c"]["d"], "x y");
+  EXPECT_EQ(y.value()["e"], 0.5);
+  EXPECT_EQ(y.value()["f"], true);
+  EXPECT_FALSE(eval::parse_simple_yaml("a:\n  - 1\n", "t.yaml").is_ok());
+
+  json rep = {{"candidate", {{"accuracy", 0.9}, {"per_class", {{"a.b", {{"f1", 0.5}}}}}}},
+              {"paired", {{"accuracy_drop", 0.02}, {"binary_auroc", {{"ci_lo", -0.01}}}}},
+              {"subgroups", {{"sex", {{"gaps", {{"increase", {{"auroc", 0.03}, {"sensitivity", nullptr}, {"fpr", 0.0}, {"equalized_odds", 0.0}}}}}}}}}};
+  ASSERT_NE(eval::lookup_metric(rep, "candidate.per_class.a.b.f1"), nullptr);  // dotted key
+  EXPECT_EQ(eval::lookup_metric(rep, "candidate.nope"), nullptr);
+  auto p = eval::parse_policy_text(
+      R"({"min": {"candidate.accuracy": 0.95}, "max": {"paired.accuracy_drop": 0.01},
+          "rules": [{"metric": "candidate.per_class.a.b.f1", ">=": 0.4}, {"metric": "missing.metric", "op": "<", "value": 1}],
+          "auroc_noninferiority_margin": 0.02, "max_subgroup_gap_increase": 0.02})",
+      "p.json");
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  eval::GateResult g = eval::apply_gate(p.value(), rep);
+  EXPECT_FALSE(g.approved);
+  std::map<std::string, bool> passed;
+  for (const auto& o : g.outcomes) passed[o.rule.metric] = o.passed;
+  EXPECT_FALSE(passed["candidate.accuracy"]);
+  EXPECT_FALSE(passed["paired.accuracy_drop"]);
+  EXPECT_TRUE(passed["candidate.per_class.a.b.f1"]);
+  EXPECT_FALSE(passed["missing.metric"]);
+  EXPECT_TRUE(passed["paired.binary_auroc.ci_lo"]);             // -0.01 > -0.02
+  EXPECT_FALSE(passed["subgroups.sex.gaps.increase.auroc"]);    // 0.03 > 0.02
+  EXPECT_TRUE(passed["subgroups.sex.gaps.increase.sensitivity"]);  // not computable: not gated
+  EXPECT_EQ(g.to_json()["verdict"], "REJECTED");
+}
+
+// The shared reference models on their test splits: the model-card numbers. Skips without data.
+TEST(EvalRealData, ModelCardAccuracies) {
+  const std::string root = MEDQ_SHARED_DATA;
+  struct Case {
+    std::string model, manifest, label_col, positive;
+    double acc, bal, bin_auc;
+  };
+  std::vector<Case> cases = {
+      {"brain_resnet18", "brain_mri/manifest.csv", "label", "", 0.9872, NAN, NAN},
+      {"skin_mobilenet_v2", "skin_ham10000/manifest.csv", "dx", "mel,bcc,akiec", 0.7525, 0.567, 0.892}};
+  for (const Case& c : cases) {
+    std::string mp = root + "/models/" + c.model + ".onnx";
+    if (!exists(mp) || !exists(root + "/" + c.manifest)) GTEST_SKIP() << "shared data absent: " << mp;
+    auto m = eval::load_classifier(mp, 0);
+    ASSERT_TRUE(m.is_ok()) << m.status().message();
+    DatasetSpec spec{root + "/" + c.manifest, "test", c.label_col};
+    auto ds = Dataset::open(spec);
+    ASSERT_TRUE(ds.is_ok()) << ds.status().message();
+    auto names = eval::resolve_class_names(m.value(), *ds.value());
+    ASSERT_TRUE(names.is_ok());
+    auto y = eval::map_labels(*ds.value(), names.value());
+    ASSERT_TRUE(y.is_ok()) << y.status().message();
+    std::vector<size_t> idx(ds.value()->size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::vector<std::vector<float>> logits;
+    const int k = static_cast<int>(names.value().size());
+    Status st = eval::run_models({&m.value()}, *ds.value(), idx, m.value().preprocess, 32, k, false, &logits);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    eval::MetricOptions opt;
+    if (!c.positive.empty()) opt.positive_classes = eval::parse_positive(c.positive, names.value()).value();
+    eval::ModelMetrics mm = eval::compute_metrics(eval::to_probabilities(logits[0], k), y.value(), opt);
+    EXPECT_NEAR(mm.accuracy, c.acc, 1e-4) << c.model;
+    if (!std::isnan(c.bal)) {
+      EXPECT_NEAR(mm.balanced_accuracy, c.bal, 5e-4) << c.model;
+    }
+    if (!std::isnan(c.bin_auc)) {
+      EXPECT_NEAR(mm.binary.auroc.auc, c.bin_auc, 5e-4) << c.model;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace medq

@@ -1,0 +1,577 @@
+// Quantization tool tests: streamed calibration histograms, range-selection
+// methods on known distributions, the QDQ writer (ONNX checker, expected Q/DQ
+// nodes, int8 weights, int32 bias), dynamic mode, fp16 conversion and the real
+// brain_resnet18 model (skipped when ../shared/data is absent).
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "../passes/onnx_test_builder.h"
+#include "data/dataset.h"
+#include "data/preprocess.h"
+#include "quant/calibration.h"
+#include "quant/fp16.h"
+#include "quant/quantize.h"
+
+namespace medq {
+namespace {
+
+using namespace testing_onnx;
+
+std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<float> uniform(size_t n, uint32_t seed, float lo, float hi) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Histogram streaming
+
+TEST(QuantHistogram, StreamedBatchesMatchOneShot) {
+  // Batches with growing spread force several range doublings.
+  std::vector<float> all;
+  StreamingHistogram streamed(4096);
+  double first_range = 0;
+  for (int b = 0; b < 8; ++b) {
+    auto v = gaussian(20000, 10 + b, 0.25f * (b + 1));
+    streamed.add(v.data(), static_cast<int64_t>(v.size()));
+    if (b == 0) first_range = streamed.range();
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  EXPECT_GT(streamed.range(), 4 * first_range);  // grew
+  StreamingHistogram once(4096);
+  once.add(all.data(), static_cast<int64_t>(all.size()));
+  EXPECT_EQ(streamed.count(), once.count());
+  EXPECT_EQ(streamed.min(), once.min());
+  EXPECT_EQ(streamed.max(), once.max());
+  int64_t total = 0;
+  for (auto c : streamed.bins()) total += c;
+  EXPECT_EQ(total, static_cast<int64_t>(all.size()));
+  // Same statistics within a couple of (streamed) bin widths.
+  const double tol = 3 * streamed.bin_width();
+  for (CalibMethod m : {CalibMethod::kPercentile, CalibMethod::kEntropy, CalibMethod::kMse}) {
+    RangeOptions o;
+    o.method = m;
+    o.percentile = 99.9;
+    auto a = compute_range(streamed, o), b = compute_range(once, o);
+    EXPECT_NEAR(a.hi, b.hi, tol + 0.05 * std::fabs(b.hi)) << calib_method_name(m);
+    EXPECT_NEAR(a.lo, b.lo, tol + 0.05 * std::fabs(b.lo)) << calib_method_name(m);
+  }
+}
+
+TEST(QuantHistogram, RebinningIsExactWhenEdgesAlign) {
+  // [-1, 1] then [-4, 4]: the second batch widens R by 4; old bins merge 4 -> 1.
+  StreamingHistogram h(64);
+  // (The maximum itself sits in the closed last bin before growth, so keep values off R.)
+  std::vector<float> a = {-1.f, -0.5f, 0.f, 0.26f, 0.9f}, b = {-4.f, 3.9f, 0.f};
+  h.add(a.data(), 5);
+  EXPECT_DOUBLE_EQ(h.range(), 1.0);  // R = max |x| of the first batch
+  h.add(b.data(), 3);
+  EXPECT_DOUBLE_EQ(h.range(), 4.0);
+  StreamingHistogram ref(64);
+  std::vector<float> ab = {-4.f};  // fixes R = 4 first
+  ref.add(ab.data(), 1);
+  std::vector<float> rest = {-1.f, -0.5f, 0.f, 0.26f, 0.9f, 3.9f, 0.f};
+  ref.add(rest.data(), static_cast<int64_t>(rest.size()));
+  EXPECT_EQ(h.bins(), ref.bins());
+}
+
+TEST(QuantHistogram, AllZeroThenData) {
+  StreamingHistogram h(16);
+  std::vector<float> z(10, 0.f), d = {2.f, -1.f};
+  h.add(z.data(), 10);
+  EXPECT_EQ(h.range(), 0.0);
+  h.add(d.data(), 2);
+  int64_t total = 0;
+  for (auto c : h.bins()) total += c;
+  EXPECT_EQ(total, 12);
+  EXPECT_EQ(h.abs_bins()[0], 10.0);
+}
+
+// ---------------------------------------------------------------------------
+// Methods on known distributions
+
+TEST(QuantMethods, UniformKeepsTheMaximum) {
+  auto v = uniform(200000, 3, 0.f, 1.f);
+  StreamingHistogram h(4096);
+  h.add(v.data(), static_cast<int64_t>(v.size()));
+  RangeOptions o;
+  o.method = CalibMethod::kMinMax;
+  EXPECT_EQ(compute_range(h, o).hi, h.max());
+  EXPECT_EQ(compute_range(h, o).lo, h.min());
+  o.method = CalibMethod::kPercentile;
+  o.percentile = 99.99;
+  EXPECT_NEAR(compute_range(h, o).hi, 0.9999, 0.003);
+  o.method = CalibMethod::kEntropy;
+  EXPECT_GT(compute_range(h, o).hi, 0.85);
+  o.method = CalibMethod::kMse;
+  EXPECT_GT(compute_range(h, o).hi, 0.9);
+}
+
+TEST(QuantMethods, GaussianWithOutliersClipsBelowTheOutlier) {
+  // 1M N(0,1) values + 2 outliers at 30: clipping them costs less (MSE) than the
+  // resolution lost by keeping them.
+  auto v = gaussian(1000000, 5);
+  v[1000] = v[500000] = 30.f;
+  StreamingHistogram h(4096);
+  for (size_t s = 0; s < v.size(); s += 125000) h.add(v.data() + s, 125000);
+  RangeOptions o;
+  o.method = CalibMethod::kMinMax;
+  EXPECT_EQ(compute_range(h, o).hi, 30.f);
+  o.method = CalibMethod::kPercentile;
+  o.percentile = 99.99;
+  float p = compute_range(h, o).hi;
+  EXPECT_GT(p, 3.0f);
+  EXPECT_LT(p, 5.0f);
+  o.method = CalibMethod::kEntropy;
+  float e = compute_range(h, o).hi;
+  EXPECT_GT(e, 2.0f);
+  EXPECT_LT(e, 10.0f);
+  o.method = CalibMethod::kMse;
+  float m = compute_range(h, o).hi;
+  EXPECT_GT(m, 2.0f);
+  EXPECT_LT(m, 10.0f);
+}
+
+TEST(QuantMethods, ActivationQParams) {
+  auto q = activation_qparams(0.f, 2.55f, DataType::kUInt8, false);
+  EXPECT_NEAR(q.scale, 0.01f, 1e-7);
+  EXPECT_EQ(q.zero_point, 0);
+  q = activation_qparams(0.5f, 2.55f, DataType::kUInt8, false);  // 0 always included
+  EXPECT_EQ(q.zero_point, 0);
+  q = activation_qparams(-1.f, 1.f, DataType::kInt8, true);
+  EXPECT_NEAR(q.scale, 1.f / 127, 1e-7);
+  EXPECT_EQ(q.zero_point, 0);
+  q = activation_qparams(0.f, 0.f, DataType::kUInt8, false);
+  EXPECT_EQ(q.scale, 1.f);
+}
+
+// ---------------------------------------------------------------------------
+// QDQ writer on a small CNN
+
+// X -> conv1(+B1) -> relu1 --+
+// X -> conv2 --------------- Add -> relu2 -> GAP -> Flatten -> Gemm(+C) -> logits
+Result<Model> small_model() {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 3, 8, 8}, kF32, "batch");
+  b.init("W1", random_f32({4, 3, 3, 3}, 1));
+  b.init("B1", random_f32({4}, 2));
+  b.init("W2", random_f32({4, 3, 3, 3}, 3));
+  b.init("Wfc", random_f32({2, 4}, 4));
+  b.init("Bfc", random_f32({2}, 5));
+  attr_ints(b.node("Conv", {"X", "W1", "B1"}, {"c1"}, "conv1"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  attr_ints(b.node("Conv", {"X", "W2"}, {"c2"}, "conv2"), "pads", {1, 1, 1, 1});
+  b.node("Add", {"r1", "c2"}, {"s"}, "add");
+  b.node("Relu", {"s"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"g"}, "gap");
+  b.node("Flatten", {"g"}, {"f"}, "flatten");
+  attr_i(b.node("Gemm", {"f", "Wfc", "Bfc"}, {"logits"}, "fc"), "transB", 1);
+  b.output("logits");
+  auto m = b.build("small_quant.onnx");
+  if (m.is_ok()) m.value().set_meta("note", "keep me");
+  return m;
+}
+
+BatchSource random_batches(int n, uint32_t seed) {
+  auto i = std::make_shared<int>(0);
+  return [=](std::vector<Tensor>& in) -> Result<bool> {
+    if (*i >= n) return false;
+    in = {random_f32({4, 3, 8, 8}, seed + (*i)++)};
+    return true;
+  };
+}
+
+std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+const Value* find(const Graph& g, const std::string& name) {
+  uint32_t v = g.find_value(name);
+  return v == kNoValue ? nullptr : &g.value(v);
+}
+
+const Node* producer_of(const Graph& g, const std::string& name) {
+  for (const auto& n : g.nodes)
+    for (uint32_t o : n.outputs)
+      if (o != kNoValue && g.value(o).name == name) return &n;
+  return nullptr;
+}
+
+TEST(QuantQdq, StaticWriterProducesCheckedQdqModel) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Model fp32 = mr.value();
+  Model m = fp32;
+  QuantizeOptions o;
+  auto rep = quantize_static(m, o, random_batches(6, 100));
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  std::string path = tmp_path("small_qdq.onnx");
+  auto saved = save_model_checked(m, path);
+  ASSERT_TRUE(saved.is_ok()) << saved.status().message();
+  auto qr = load_model(path);  // runs the ONNX checker + shape inference
+  ASSERT_TRUE(qr.is_ok()) << qr.status().message();
+  const Model& q = qr.value();
+  const Graph& g = q.graph;
+  EXPECT_GE(q.opset(""), 13);
+  // Q on X (shared by both convs), conv1+relu1 output, conv2 output, add+relu2 output, GAP, Flatten.
+  EXPECT_EQ(count_op(g, "QuantizeLinear"), 6);
+  EXPECT_EQ(count_op(g, "DequantizeLinear"), 6 + 3 + 2);  // activations + 3 weights + 2 biases
+  EXPECT_EQ(count_op(g, "Relu"), 0);  // uint8 zp 0: relus folded into the Q clamp
+  int q_on_x = 0;
+  for (const auto& n : g.nodes) q_on_x += n.op_type == "QuantizeLinear" && g.value(n.inputs[0]).name == "X";
+  EXPECT_EQ(q_on_x, 1);
+  // Graph I/O stay float; logits produced by the Gemm itself.
+  EXPECT_EQ(g.value(g.inputs[0]).dtype, DataType::kFloat32);
+  EXPECT_EQ(g.value(g.outputs[0]).dtype, DataType::kFloat32);
+  const Node* fc = producer_of(g, "logits");
+  ASSERT_NE(fc, nullptr);
+  EXPECT_EQ(fc->op_type, "Gemm");
+  // int8 per-channel weights, int32 bias.
+  const Value* w1 = find(g, "W1_quantized");
+  ASSERT_NE(w1, nullptr);
+  EXPECT_EQ(w1->initializer.dtype(), DataType::kInt8);
+  EXPECT_EQ(find(g, "W1_scale")->initializer.shape(), (Shape{4}));
+  const Value* b1 = find(g, "B1_quantized");
+  ASSERT_NE(b1, nullptr);
+  EXPECT_EQ(b1->initializer.dtype(), DataType::kInt32);
+  EXPECT_EQ(find(g, "W1"), nullptr);  // float weights gone
+  const Node* dqw = producer_of(g, "W1_DequantizeLinear_Output");
+  ASSERT_NE(dqw, nullptr);
+  EXPECT_EQ(dqw->attr_i("axis", -1), 0);
+  const Node* dqfc = producer_of(g, "Wfc_DequantizeLinear_Output");
+  ASSERT_NE(dqfc, nullptr);
+  EXPECT_EQ(dqfc->attr_i("axis", -1), 0);  // transB=1: output channels on axis 0
+  // Metadata kept + quantization record.
+  EXPECT_EQ(q.meta("note"), "keep me");
+  auto meta = nlohmann::json::parse(q.meta("medq.quantization"));
+  EXPECT_EQ(meta["method"], "minmax");
+  EXPECT_EQ(meta["samples"], 24);
+  EXPECT_EQ(meta["activations"], "uint8");
+  // Report.
+  EXPECT_EQ(rep.value()["layers"].size(), 6u);
+  EXPECT_LT(rep.value()["size_after_bytes"].get<int64_t>(), rep.value()["size_before_bytes"].get<int64_t>());
+  // Runs in medq and stays close to fp32.
+  Tensor x = random_f32({4, 3, 8, 8}, 999);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(fp32, {x}, true, &want).is_ok());
+  Status st = run_model(q, {x}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  double scale = 0;
+  for (int64_t i = 0; i < want[0].numel(); ++i) scale = std::max(scale, (double)std::fabs(want[0].data<float>()[i]));
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 0.05 * scale + 0.02);
+}
+
+TEST(QuantQdq, SymmetricInt8PerTensorAndExclude) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  QuantizeOptions o;
+  o.activation_dtype = DataType::kInt8;
+  o.symmetric_activations = true;
+  o.per_channel = false;
+  o.method = CalibMethod::kEntropy;
+  o.exclude = {"conv2"};
+  auto rep = quantize_static(m, o, random_batches(3, 7));
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  const Graph& g = m.graph;
+  EXPECT_EQ(count_op(g, "Relu"), 2);  // symmetric int8 cannot clamp at 0: relus kept
+  const Node* conv2 = nullptr;
+  for (const auto& n : g.nodes)
+    if (n.name == "conv2") conv2 = &n;
+  ASSERT_NE(conv2, nullptr);
+  EXPECT_EQ(g.value(conv2->inputs[0]).name, "X");   // excluded: float input
+  EXPECT_EQ(g.value(conv2->inputs[1]).name, "W2");  // float weight kept
+  const Node* dqw = producer_of(g, "W1_DequantizeLinear_Output");
+  ASSERT_NE(dqw, nullptr);
+  EXPECT_FALSE(dqw->has_attr("axis"));
+  EXPECT_EQ(find(g, "W1_scale")->initializer.rank(), 0);
+  for (const auto& n : g.nodes)
+    if (n.op_type == "QuantizeLinear") {
+      EXPECT_EQ(g.value(n.inputs[2]).initializer.dtype(), DataType::kInt8);
+      EXPECT_EQ(g.value(n.inputs[2]).initializer.get_i64(0), 0);
+    }
+  EXPECT_EQ(rep.value()["excluded"].size(), 1u);
+  auto saved = save_model_checked(m, tmp_path("small_qdq_s8.onnx"));
+  EXPECT_TRUE(saved.is_ok()) << saved.status().message();
+  // A typo in --exclude is an error.
+  Model m2 = mr.value();
+  o.exclude = {"conv9"};
+  auto bad = quantize_static(m2, o, random_batches(1, 7));
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("--exclude"), std::string::npos);
+}
+
+TEST(QuantQdq, ReluKeptWhenAFloatNodeReadsIt) {
+  // relu1's output feeds the excluded Add (float): removing relu1 would drop its clamp there.
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  QuantizeOptions o;
+  o.exclude = {"add"};
+  auto rep = quantize_static(m, o, random_batches(3, 100));
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  // relu1 kept (float reader); relu2 kept too: its producer (the Add) is not quantized.
+  EXPECT_EQ(count_op(m.graph, "Relu"), 2);
+  const Node* relu1 = nullptr;
+  for (const auto& n : m.graph.nodes)
+    if (n.name == "relu1") relu1 = &n;
+  ASSERT_NE(relu1, nullptr);
+  EXPECT_EQ(m.graph.value(relu1->inputs[0]).name, "c1");  // no Q/DQ between conv1 and relu1
+  Tensor x = random_f32({4, 3, 8, 8}, 999);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());
+  Status st = run_model(m, {x}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  double scale = 0;
+  for (int64_t i = 0; i < want[0].numel(); ++i) scale = std::max(scale, (double)std::fabs(want[0].data<float>()[i]));
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 0.05 * scale + 0.02);
+}
+
+TEST(QuantQdq, DynamicRefusesConv) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  auto r = quantize_dynamic(m, QuantizeOptions{});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("dynamic quantization of Conv is an accuracy trap"), std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("static"), std::string::npos);
+}
+
+TEST(QuantQdq, DynamicMatMulRunsAndIsClose) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16}, kF32, "batch");
+  b.init("W", random_f32({16, 8}, 11));
+  b.init("Wg", random_f32({3, 8}, 12));
+  b.init("Bg", random_f32({3}, 13));
+  b.node("MatMul", {"X", "W"}, {"h"}, "mm");
+  b.node("Relu", {"h"}, {"r"}, "relu");
+  attr_i(b.node("Gemm", {"r", "Wg", "Bg"}, {"Y"}, "fc"), "transB", 1);
+  b.output("Y");
+  auto mr = b.build("dyn.onnx");
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Model m = mr.value();
+  auto r = quantize_dynamic(m, QuantizeOptions{});
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(count_op(m.graph, "DynamicQuantizeLinear"), 2);
+  auto saved = save_model_checked(m, tmp_path("dyn_q.onnx"));
+  ASSERT_TRUE(saved.is_ok()) << saved.status().message();
+  auto q = load_model(tmp_path("dyn_q.onnx"));
+  ASSERT_TRUE(q.is_ok()) << q.status().message();
+  EXPECT_EQ(find(q.value().graph, "W_quantized")->initializer.dtype(), DataType::kInt8);
+  Tensor x = random_f32({5, 16}, 77);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());
+  Status st = run_model(q.value(), {x}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 0.1);
+}
+
+TEST(QuantQdq, OpsetRaise) {
+  Model m;
+  m.opset_imports = {{"", 11}};
+  Node n;
+  n.op_type = "Conv";
+  m.graph.nodes.push_back(n);
+  EXPECT_TRUE(raise_opset_to_13(m).is_ok());
+  EXPECT_EQ(m.opset(""), 13);
+  Model m2;
+  m2.opset_imports = {{"", 11}};
+  n.op_type = "Squeeze";
+  m2.graph.nodes.push_back(n);
+  Status st = raise_opset_to_13(m2);
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("Squeeze"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// fp16
+
+// Runs a float16 model: natively when medq's kernels accept float16, otherwise as an
+// emulation (float16 initializers widened, every float16 value rounded through a
+// float16 Cast pair), i.e. float16 storage with float32 compute.
+Status run_fp16(const Model& m16, const std::vector<Tensor>& in, std::vector<Tensor>* out) {
+  if (run_model(m16, in, true, out).is_ok()) return Status::ok();
+  Model m = m16;
+  Graph& g = m.graph;
+  for (auto& v : g.values)
+    if (v.is_constant() && v.initializer.dtype() == DataType::kFloat16) {
+      v.initializer = v.initializer.cast(DataType::kFloat32);
+      v.dtype = DataType::kFloat32;
+    }
+  const size_t n0 = g.nodes.size();
+  for (size_t ni = 0; ni < n0; ++ni) {
+    for (size_t k = 0; k < g.nodes[ni].outputs.size(); ++k) {
+      uint32_t o = g.nodes[ni].outputs[k];
+      if (o == kNoValue || g.value(o).dtype != DataType::kFloat16) continue;
+      bool is_cast = g.nodes[ni].op_type == "Cast";
+      std::string name = g.value(o).name;
+      uint32_t raw = g.add_value(name + "__raw");
+      g.nodes[ni].outputs[k] = raw;
+      uint32_t src = raw;
+      if (!is_cast) {
+        uint32_t h = g.add_value(name + "__h");
+        Node c;
+        c.op_type = "Cast";
+        c.name = name + "__to16";
+        c.inputs = {raw};
+        c.outputs = {h};
+        c.attrs.push_back(Attribute::make_int("to", 10));
+        g.add_node(c);
+        src = h;
+      }
+      Node c;
+      c.op_type = "Cast";
+      c.name = name + "__to32";
+      c.inputs = {src};
+      c.outputs = {o};
+      c.attrs.push_back(Attribute::make_int("to", 1));
+      g.add_node(c);
+      g.value(o).dtype = DataType::kFloat32;
+    }
+  }
+  RETURN_IF_ERROR(g.finalize());
+  return run_model(m, in, false, out);
+}
+
+TEST(QuantFp16, SmallModelConvertsWithCastsAtIo) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  Fp16Options o;
+  o.block_nodes = {"gap"};
+  auto r = convert_fp16(m, o);
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  auto saved = save_model_checked(m, tmp_path("small_fp16.onnx"));
+  ASSERT_TRUE(saved.is_ok()) << saved.status().message();
+  auto q = load_model(tmp_path("small_fp16.onnx"));
+  ASSERT_TRUE(q.is_ok()) << q.status().message();
+  const Graph& g = q.value().graph;
+  EXPECT_EQ(g.value(g.inputs[0]).dtype, DataType::kFloat32);
+  EXPECT_EQ(g.value(g.outputs[0]).dtype, DataType::kFloat32);
+  EXPECT_EQ(g.value(g.outputs[0]).name, "logits");
+  EXPECT_EQ(find(g, "W1")->initializer.dtype(), DataType::kFloat16);
+  // X cast once (shared by both convs), around the blocked GAP (2), logits: 4 casts.
+  EXPECT_EQ(count_op(g, "Cast"), 4);
+  EXPECT_EQ(r.value()["blocked_nodes"].size(), 1u);
+  Tensor x = random_f32({2, 3, 8, 8}, 5);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());
+  Status st = run_fp16(q.value(), {x}, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 1e-2);
+}
+
+TEST(QuantFp16, ClampsOutOfRangeInitializers) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 2}, kF32, "batch");
+  b.init("big", Tensor::from_vector<float>({1e6f, -1e6f}, {2}));
+  b.node("Mul", {"X", "big"}, {"Y"}, "mul");
+  b.output("Y");
+  auto mr = b.build("big.onnx");
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  auto r = convert_fp16(m, {});
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(r.value()["clamped_values"], 2);
+  const Tensor& t = m.graph.value(m.graph.find_value("big")).initializer;
+  ASSERT_EQ(t.dtype(), DataType::kFloat16);
+  EXPECT_EQ(half_to_float(t.data<uint16_t>()[0]), 65504.f);
+  EXPECT_EQ(half_to_float(t.data<uint16_t>()[1]), -65504.f);
+}
+
+// ---------------------------------------------------------------------------
+// Real model (skips without ../shared/data)
+
+const std::string kModels = std::string(MEDQ_SHARED_DATA) + "/models";
+bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+int argmax_row(const Tensor& t, int64_t row) {
+  int64_t c = t.dim(1);
+  const float* p = t.data<float>() + row * c;
+  return static_cast<int>(std::max_element(p, p + c) - p);
+}
+
+TEST(QuantRealModel, BrainResnet18Int8AgreesWithFp32Top1) {
+  const std::string model = kModels + "/brain_resnet18.onnx";
+  const std::string manifest = std::string(MEDQ_SHARED_DATA) + "/brain_mri/manifest.csv";
+  const std::string tdir = kModels + "/brain_resnet18_test_data/test_data_set_0";
+  if (!exists(model) || !exists(manifest) || !exists(tdir)) GTEST_SKIP() << "shared data absent: " << model;
+  auto mr = load_model(model);
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  auto x = load_tensor_pb(tdir + "/input_0.pb");
+  auto y = load_tensor_pb(tdir + "/output_0.pb");
+  ASSERT_TRUE(x.is_ok() && y.is_ok());
+
+  DatasetSpec spec;
+  spec.path = manifest;
+  spec.split = "train";
+  auto ds = Dataset::open(spec);
+  ASSERT_TRUE(ds.is_ok()) << ds.status().message();
+  auto idx = balanced_sample(*ds.value(), 32, {"label"}, 0, nullptr);
+  ASSERT_TRUE(idx.is_ok());
+  auto cfg = parse_preprocess_json(mr.value().meta("preprocess"));
+  ASSERT_TRUE(cfg.is_ok());
+  BatchLoader loader(*ds.value(), idx.value(), cfg.value(), 16);
+  BatchSource next = [&](std::vector<Tensor>& in) -> Result<bool> {
+    Batch b;
+    if (!loader.next(b)) {
+      RETURN_IF_ERROR(loader.status());
+      return false;
+    }
+    in = {b.x};
+    return true;
+  };
+  Model q = mr.value();
+  QuantizeOptions o;
+  auto rep = quantize_static(q, o, next);
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  EXPECT_EQ(rep.value()["samples"], 32);
+  const std::string qpath = tmp_path("brain_int8.onnx");
+  auto saved = save_model_checked(q, qpath);
+  ASSERT_TRUE(saved.is_ok()) << saved.status().message();
+  auto ql = load_model(qpath);
+  ASSERT_TRUE(ql.is_ok()) << ql.status().message();
+  EXPECT_LT(saved.value(), 0.3 * 44.7e6);
+  std::vector<Tensor> got;
+  Status st = run_model(ql.value(), {x.value()}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  ASSERT_EQ(got[0].shape(), y.value().shape());
+  for (int64_t i = 0; i < y.value().dim(0); ++i) EXPECT_EQ(argmax_row(got[0], i), argmax_row(y.value(), i)) << i;
+
+  // fp16 of the same model: finite initializers, logits within ~1e-2.
+  Model h = mr.value();
+  auto fr = convert_fp16(h, {});
+  ASSERT_TRUE(fr.is_ok()) << fr.status().message();
+  for (const auto& v : h.graph.values)
+    if (v.is_constant() && v.initializer.dtype() == DataType::kFloat16)
+      for (int64_t i = 0; i < v.initializer.numel(); ++i)
+        ASSERT_TRUE(std::isfinite(half_to_float(v.initializer.data<uint16_t>()[i]))) << v.name;
+  auto hs = save_model_checked(h, tmp_path("brain_fp16.onnx"));
+  ASSERT_TRUE(hs.is_ok()) << hs.status().message();
+  auto hl = load_model(tmp_path("brain_fp16.onnx"));
+  ASSERT_TRUE(hl.is_ok()) << hl.status().message();
+  std::vector<Tensor> got16;
+  st = run_fp16(hl.value(), {x.value()}, &got16);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_LT(max_abs_diff(got16[0], y.value()), 2e-2);
+}
+
+}  // namespace
+}  // namespace medq
