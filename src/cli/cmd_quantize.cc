@@ -240,9 +240,11 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
   int64_t before = report.value("size_before_bytes", int64_t(0)), after = report.value("size_after_bytes", int64_t(0));
   size_t nw = report.contains("weight_layers") ? report["weight_layers"].size() : 0;
   size_t na = report.contains("layers") ? report["layers"].size() : 0;
-  std::printf("quantized (%s%s): %zu weight tensors int8, %zu activation tensors %s\n", o.mode.c_str(),
-              o.mode == "static" ? (std::string(", ") + calib_method_name(o.method)).c_str() : "", nw, na,
-              o.mode == "static" ? dtype_name(o.activation_dtype) : "dynamic uint8");
+  if (o.mode == "static")
+    std::printf("quantized (static, %s): %zu weight tensors int8, %zu activation tensors %s\n",
+                calib_method_name(o.method), nw, na, dtype_name(o.activation_dtype));
+  else
+    std::printf("quantized (dynamic): %zu MatMul/Gemm weight tensors int8, activations uint8 at run time\n", nw);
   if (report.contains("excluded") && !report["excluded"].empty())
     std::printf("kept fp32 (--exclude): %zu nodes\n", report["excluded"].size());
   std::printf("weights: %s -> %s (%.3fx); file: %s -> %s (%.3fx)\n", mb(before).c_str(), mb(after).c_str(),

@@ -18,6 +18,9 @@
 //   else Y = saturate(round_half_even(act(real) / y_scale) + y_zero_point)
 // QMatMul: inputs A_q [..., K] (uint8/int8), B_q [K, N] (int8 constant), [bias [N]]; QConv's
 //   quantization attributes with w_scales per column (1 or N). Y [..., N].
+// QAdd: inputs A_q, B_q (uint8/int8, same shape); attributes a_scale, a_zero_point, b_scale,
+//   b_zero_point, y_scale, y_zero_point, output_dtype (2 | 3), activation ("" | Relu | Clip).
+//   Y = quantize(act((A_q - a_zp) * a_scale + (B_q - b_zp) * b_scale)).
 #pragma once
 
 namespace medq {

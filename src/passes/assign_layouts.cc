@@ -15,8 +15,9 @@
 // assignment is recomputed. The pass does nothing when the allowed backends
 // exclude "dnnl" or MEDQ_DNNL_BLOCKED=off.
 //
-// First, as a dnnl-only rewrite, BatchNormalization -> Relu becomes medq
-// FusedBatchNorm (see ops/fused.h) where the dnnl kernel accepts it.
+// First, two rewrites: a Pad with constant all-zero pads is removed (it would
+// split a blocked chain), and, dnnl-only, BatchNormalization -> Relu becomes
+// medq FusedBatchNorm (see ops/fused.h) where the dnnl kernel accepts it.
 #include <algorithm>
 
 #include "kernels/dnnl/dnnl_layout.h"
@@ -66,6 +67,7 @@ class AssignLayoutsPass : public Pass {
       return Status::ok();
     const Layout bl = preferred_blocked_layout();
     if (bl == Layout::kPlain) return Status::ok();
+    RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));
     RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));
     const size_t nn = g.nodes.size();
 
@@ -83,7 +85,8 @@ class AssignLayoutsPass : public Pass {
     }
 
     int blocked_values = 0;
-    for (int attempt = 0; attempt < 64; ++attempt) {
+    // Each rejected attempt removes at least one capable node, so nn + 1 attempts always converge.
+    for (size_t attempt = 0; attempt <= nn; ++attempt) {
       // 2. Values: producer and all consumers capable at their positions.
       std::vector<uint8_t> blocked(g.values.size(), 0);
       blocked_values = 0;
@@ -145,6 +148,40 @@ class AssignLayoutsPass : public Pass {
   }
 
  private:
+  // Pad with constant all-zero pads (e.g. exported before DenseNet's AveragePool)
+  // is an identity that would otherwise split a blocked chain (and copy).
+  static Status remove_noop_pads(Graph& g, PassContext& ctx, bool& changed) {
+    bool removed = false;
+    for (auto& n : g.nodes) {
+      if (n.dead || n.op_type != "Pad" || !n.domain.empty() || !n.has_input(0) || n.outputs.size() != 1) continue;
+      const uint32_t in = n.inputs[0], out = n.outputs[0];
+      if (out == kNoValue || g.is_graph_output(out)) continue;
+      if (g.value(in).dtype != g.value(out).dtype || g.value(in).dtype == DataType::kUndefined) continue;
+      std::vector<int64_t> pads;
+      if (n.has_attr("pads")) {
+        pads = n.attr_ints("pads");  // opset < 11
+      } else {
+        if (!n.has_input(1) || n.has_input(3)) continue;  // pads input; no axes input
+        const Value& pv = g.value(n.inputs[1]);
+        if (!pv.is_constant() || pv.initializer.dtype() != DataType::kInt64) continue;
+        for (int64_t i = 0; i < pv.initializer.numel(); ++i) pads.push_back(pv.initializer.get_i64(i));
+      }
+      if (pads.empty()) continue;
+      bool zero = true;
+      for (int64_t p : pads) zero &= p == 0;
+      if (!zero) continue;
+      n.dead = true;
+      g.replace_all_uses(out, in);
+      ctx.log.push_back("layouts: removed no-op " + n.label());
+      removed = true;
+    }
+    if (removed) {
+      changed = true;
+      RETURN_IF_ERROR(g.finalize());
+    }
+    return Status::ok();
+  }
+
   // BatchNormalization -> Relu (its only consumer) => medq FusedBatchNorm(activation "Relu"),
   // when the dnnl kernel accepts the fused node (there is no ref FusedBatchNorm).
   static Status fuse_batchnorm_relu(Graph& g, PassContext& ctx, bool& changed) {

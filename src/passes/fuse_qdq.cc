@@ -9,6 +9,9 @@
 //   DQ(a_q) -> MatMul(B = DQ(int8 const 2-D, per tensor or per column axis 1)) -> [act] -> [Q]
 //   DQ(a_q) -> Gemm(transA=0, alpha=1, B = DQ(int8 const), C = DQ(int32)|float [N], beta=1) -> [act] -> [Q]
 //     => QMatMul(a_q, B_q [K, N], bias_f32)
+//   DQ(a_q) + DQ(b_q) (same shape) -> [act] -> Q   => QAdd(a_q, b_q)     (int8 residual add)
+//   DQ(x_q) -> MaxPool | Reshape | Flatten | Transpose | Squeeze | Unsqueeze -> Q (same
+//     scale, zero point and dtype)  => the op on x_q (ONNX Runtime's DropQDQNodes)
 //
 // Consecutive convolutions thus stay int8 end to end (QConv -> QConv); the
 // DequantizeLinear nodes that lose all their consumers are removed by dce.
@@ -220,6 +223,8 @@ class FuseQdqPass : public Pass {
       bool done = false;
       if (n.op_type == "Conv") done = try_conv(g, i, ctx);
       else if (n.op_type == "MatMul" || n.op_type == "Gemm") done = try_matmul(g, i, ctx);
+      else if (n.op_type == "Add") done = try_add(g, i, ctx);
+      else if (is_passthrough(n)) done = try_passthrough(g, i, ctx);
       changed |= done;
     }
     return Status::ok();
@@ -343,6 +348,79 @@ class FuseQdqPass : public Pass {
     q.inputs = {da.x, bid};
     if (!bias.empty()) q.inputs.push_back(constant_value(g, mm.name + "_bias", Tensor::from_vector(bias, {N})));
     commit(g, mi, std::move(q), t, ctx, "QMatMul");
+    return true;
+  }
+  // Ops that commute with a per-tensor (monotonic) dequantization and run on 8-bit data.
+  static bool is_passthrough(const Node& n) {
+    static const char* const kOps[] = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"};
+    for (const char* op : kOps)
+      if (n.op_type == op) return true;
+    return false;
+  }
+
+  // DQ(x_q) -> op -> Q with the same scale / zero point / dtype  =>  op(x_q).
+  bool try_passthrough(Graph& g, size_t ni, PassContext& ctx) {
+    Node& n = g.nodes[ni];
+    if (n.inputs.empty() || n.outputs.empty() || n.outputs[0] == kNoValue) return false;
+    for (size_t o = 1; o < n.outputs.size(); ++o)
+      if (n.outputs[o] != kNoValue && use_count(g, n.outputs[o]) > 0) return false;  // MaxPool Indices
+    if (n.op_type == "MaxPool" && n.attr_i("storage_order", 0) != 0) return false;
+    Dq dx;
+    if (!match_dq(g, n.inputs[0], &dx)) return false;
+    DataType xdt;
+    float xs;
+    int32_t xzp;
+    if (!activation_dq(g, dx, &xdt, &xs, &xzp) || g.value(dx.x).dtype != xdt) return false;
+    Tail t;
+    Node* c = single_consumer(g, n.outputs[0]);
+    if (!is_op(c, "QuantizeLinear") || c->inputs[0] != n.outputs[0] || !match_tail(g, n.outputs[0], &t)) return false;
+    if (!t.act.empty() || t.out_dtype != xdt || t.y_scale != xs || t.y_zp != xzp) return false;
+    n.inputs[0] = dx.x;
+    n.outputs[0] = t.out;
+    n.outputs.resize(1);
+    c->dead = true;
+    ctx.log.push_back("ran " + n.label() + " on 8-bit data (dropped " + dx.node->label() + " / " + c->label() + ")");
+    return true;
+  }
+
+  // DQ(a_q) + DQ(b_q) -> [Relu | Clip] -> Q  =>  QAdd(a_q, b_q) (same static shapes only).
+  bool try_add(Graph& g, size_t ai, PassContext& ctx) {
+    Node& add = g.nodes[ai];
+    if (add.inputs.size() != 2 || add.outputs.empty() || add.outputs[0] == kNoValue) return false;
+    Dq da, db;
+    if (!match_dq(g, add.inputs[0], &da) || !match_dq(g, add.inputs[1], &db)) return false;
+    DataType adt, bdt;
+    float as, bs;
+    int32_t az, bz;
+    if (!activation_dq(g, da, &adt, &as, &az) || !activation_dq(g, db, &bdt, &bs, &bz)) return false;
+    const Value& va = g.value(add.inputs[0]);
+    const Value& vb = g.value(add.inputs[1]);
+    if (!va.has_shape || !vb.has_shape || va.shape != vb.shape) return false;
+    for (size_t d = 1; d < va.shape.size(); ++d)
+      if (va.shape[d] < 0) return false;  // only the batch dim may be symbolic
+    if (!va.shape.empty() && va.shape[0] < 0 &&
+        (va.dim_params.empty() || vb.dim_params.empty() || va.dim_params[0].empty() ||
+         va.dim_params[0] != vb.dim_params[0]))
+      return false;
+    Tail t;
+    if (!match_tail(g, add.outputs[0], &t) || t.out_dtype == DataType::kFloat32) return false;
+    Node q;
+    q.name = add.name;
+    q.op_type = "QAdd";
+    q.domain = kMedqDomain;
+    q.set_attr(Attribute::make_float("a_scale", as));
+    q.set_attr(Attribute::make_int("a_zero_point", az));
+    q.set_attr(Attribute::make_float("b_scale", bs));
+    q.set_attr(Attribute::make_int("b_zero_point", bz));
+    q.set_attr(Attribute::make_float("y_scale", t.y_scale));
+    q.set_attr(Attribute::make_int("y_zero_point", t.y_zp));
+    q.set_attr(Attribute::make_int("output_dtype", static_cast<int64_t>(t.out_dtype)));
+    if (!t.act.empty()) {
+      q.set_attr(Attribute::make_string("activation", t.act));
+      q.set_attr(Attribute::make_floats("activation_params", t.act_params));
+    }
+    q.inputs = {da.x, db.x};
+    commit(g, ai, std::move(q), t, ctx, "QAdd");
     return true;
   }
 };

@@ -37,7 +37,7 @@ std::unique_ptr<Pass> make_assign_layouts_pass();  // assign_layouts.cc: dnnl ac
 
 // Runs passes in order, finalizing (and verifying if asked) after each.
 Status run_passes(Graph& g, PassContext& ctx, const std::vector<std::unique_ptr<Pass>>& passes);
-// The default pipeline used by Session: identity elimination, constant folding,
+// The default pipeline used by Session: identity elimination, QDQ -> int8 fusion, constant folding,
 // BN folding, conv+activation/sum fusion, dead code elimination, layout assignment.
 Status run_default_pipeline(Graph& g, PassContext& ctx);
 // Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse", "layouts".

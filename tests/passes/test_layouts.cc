@@ -254,6 +254,29 @@ TEST(PassLayouts, SessionRejectsBlockedNodeOnRef) {
   EXPECT_EQ(s.status().code(), StatusCode::kInternal) << s.status().message();
 }
 
+TEST(PassLayouts, NoOpPadBeforePoolIsRemoved) {
+  // DenseNet's transitions: Conv -> Pad(all zero pads) -> AveragePool.
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 8, 8});
+  add_conv(b, "X", "c0", 16, 32, 1, 101);
+  b.init("zp", Tensor::from_vector<int64_t>(std::vector<int64_t>(8, 0), {8}));
+  b.init("p1", Tensor::from_vector<int64_t>(std::vector<int64_t>{0, 0, 1, 1, 0, 0, 1, 1}, {8}));
+  b.node("Pad", {"c0", "zp"}, {"pd"});
+  auto* ap = b.node("AveragePool", {"pd"}, {"ap"});
+  attr_ints(ap, "kernel_shape", {2, 2});
+  attr_ints(ap, "strides", {2, 2});
+  b.node("Pad", {"ap", "p1"}, {"Y"});  // a real pad stays
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value());
+  if (preferred_blocked_layout() == Layout::kPlain) GTEST_SKIP();
+  EXPECT_EQ(count_op(g, "Pad"), 1);
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "c0"), preferred_blocked_layout());
+  expect_same_outputs(mr.value(), g, random_f32({2, 16, 8, 8}, 102), 1e-4);
+}
+
 TEST(PassLayouts, StandaloneBatchNormAndReluWhenNotFusable) {
   // BN output used twice: no fusion; BN and Relu run on dnnl with blocked data.
   OnnxBuilder b(13);

@@ -19,6 +19,7 @@
 // the s8s8 compensation). Activations are plain NCHW at the boundary; the
 // primitive uses `any` (oneDNN picks nhwc for int8) and per-call reorders.
 // Primitives are cached per (X shape, X dtype, thread count).
+// Also: MaxPool on uint8/int8 tensors (run by the QDQ pass on quantized data).
 #include <cstring>
 #include <string>
 #include <vector>
@@ -351,11 +352,113 @@ class DnnlQMatMulKernel : public Int8Base {
   PrimitiveCache<QMatMulEntry> cache_;
 };
 
+// ---------------------------------------------------------------- 8-bit MaxPool
+
+// MaxPool on uint8/int8 NCHW data (the QDQ pass runs MaxPool on quantized
+// tensors). 2-D, no dilation, no Indices output. Pools in nhwc (oneDNN's int8
+// pooling layout) with per-call u8 reorders; float MaxPool stays with dnnl_pool.cc.
+struct QPoolEntry {
+  dnnl::pooling_forward::primitive_desc pd;
+  dnnl::pooling_forward prim;
+  SideReorder src_r, dst_r;
+};
+
+class DnnlMaxPool8Kernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    const DataType xdt = graph_dtype(info, 0);
+    if (!quant::is_q8(xdt)) return unsupported_error("X is not uint8/int8");
+    if (has_blocked_io(n)) return unsupported_error("blocked layouts are not supported");
+    if (n.inputs.size() != 1) return error("expects 1 input");
+    for (size_t i = 1; i < n.outputs.size(); ++i)
+      if (n.outputs[i] != kNoValue) return unsupported_error("MaxPool Indices output");
+    if (n.attr_i("storage_order", 0) != 0) return unsupported_error("storage_order 1");
+    RETURN_IF_ERROR(attrs_.parse(n));
+    if (attrs_.kernel.size() != 2) return unsupported_error("only 2-D MaxPool");
+    for (int64_t d : attrs_.dilations)
+      if (d != 1) return unsupported_error("dilated MaxPool");
+    if (attrs_.auto_pad == "NOTSET" && !attrs_.pads.empty()) {
+      if (attrs_.pads.size() != 4) return error("pads must have 4 entries");
+      for (size_t i = 0; i < 4; ++i)
+        if (attrs_.pads[i] >= attrs_.kernel[i % 2]) return unsupported_error("pads >= kernel");
+    }
+    return Status::ok();
+  }
+
+  Status geometry(const Tensor& x, Window3& w, Shape& ys) const {
+    if (!quant::is_q8(x.dtype())) return unsupported_error("X is not uint8/int8");
+    if (x.rank() != 4) return error("X must have rank 4, got " + shape_str(x.shape()));
+    RETURN_IF_ERROR(ref::compute_window(label_, attrs_, {x.dim(2), x.dim(3)}, attrs_.kernel, true, w));
+    ys = {x.dim(0), x.dim(1), w.out[1], w.out[2]};
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 1, 1));
+    Window3 w;
+    Shape ys;
+    RETURN_IF_ERROR(geometry(*in[0], w, ys));
+    out.resize(num_outputs_);
+    out[0] = {in[0]->dtype(), ys};
+    for (size_t i = 1; i < out.size(); ++i) out[i] = {DataType::kInt64, ys};
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<QPoolEntry>> build(const Tensor& x, const Shape& ys, const Window3& w) const {
+    auto e = std::make_shared<QPoolEntry>();
+    const memory::data_type t = dnnl_type(x.dtype());
+    const memory::dims xd = to_dims(x.shape()), yd = to_dims(ys);
+    memory::dims strides = {w.s[1], w.s[2]}, kernel = {w.k[1], w.k[2]}, pl = {w.pb[1], w.pb[2]}, pr;
+    for (int i = 1; i < 3; ++i) pr.push_back(std::max<int64_t>(0, (w.out[i] - 1) * w.s[i] + w.k[i] - w.in[i] - w.pb[i]));
+    memory::desc src(xd, t, memory::format_tag::nhwc), dst(yd, t, memory::format_tag::nhwc);
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src, dst, strides,
+                                  kernel, pl, pr);
+    e->pd = dnnl::pooling_forward::primitive_desc(d, user_scratchpad_attr(), cpu_engine());
+    e->prim = dnnl::pooling_forward(e->pd);
+    e->src_r.init_in(plain_typed_md(xd, t), e->pd.src_desc());
+    e->dst_r.init_out(e->pd.dst_desc(), plain_typed_md(yd, t));
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& x = *in[0];
+    Window3 w;
+    Shape ys;
+    RETURN_IF_ERROR(geometry(x, w, ys));
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    set_threads(ctx);
+    try {
+      PrimitiveCache<QPoolEntry>::Key key = x.shape();
+      key.push_back(static_cast<int64_t>(x.dtype()));
+      key.push_back(ctx.num_threads);
+      ASSIGN_OR_RETURN(std::shared_ptr<const QPoolEntry> e, cache_.get(key, [&]() { return build(x, ys, w); }));
+      dnnl::stream s(cpu_engine());
+      memory src = e->src_r.input(x.raw(), Workspace::kSrc, s);
+      memory dst = e->dst_r.output(y.raw(), Workspace::kDst);
+      e->prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
+      e->dst_r.finish(dst, y.raw(), s);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  WindowAttrs attrs_;
+  PrimitiveCache<QPoolEntry> cache_;
+};
+
 }  // namespace
 
 void register_dnnl_int8(KernelRegistry& r, int priority) {
   r.add(kMedqDomain, "QConv", "dnnl", priority, make_factory<DnnlQConvKernel>());
   r.add(kMedqDomain, "QMatMul", "dnnl", priority, make_factory<DnnlQMatMulKernel>());
+  // Tried before the float dnnl MaxPool (which declines 8-bit inputs anyway).
+  r.add("", "MaxPool", "dnnl", priority + 1, make_factory<DnnlMaxPool8Kernel>());
 }
 
 }  // namespace dnnl_k

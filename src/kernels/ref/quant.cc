@@ -1,7 +1,7 @@
 // Reference quantized ops (ONNX opsets 10..18):
 //   QuantizeLinear / DequantizeLinear (uint8/int8, int32 for DequantizeLinear;
 //     per tensor, or per axis from opset 13), DynamicQuantizeLinear,
-//   ConvInteger, QLinearConv, QLinearMatMul,
+//   ConvInteger, QLinearConv, QLinearMatMul, medq QAdd (int8 residual add),
 // and the reference (oracle) implementation of the medq fused int8 ops
 // QConv and QMatMul (ops/fused.h): exact int32 accumulation, then
 // real = acc * x_scale * w_scale[o] + bias, activation, requantization.
@@ -141,11 +141,14 @@ class QuantizeLinearKernel : public QdqKernel {
       const float sc = s[r % len];
       const int32_t zz = z[r % len];
       const int64_t base = r * inner;
+      const float fz = static_cast<float>(zz), flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
       if (xf) {
-        for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<T>(quantize_value(xf[base + j], sc, zz, lo, hi));
+#pragma omp simd
+        for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<T>(quant::quantize_fast(xf[base + j], sc, fz, flo, fhi));
       } else {
+#pragma omp simd
         for (int64_t j = 0; j < inner; ++j)
-          y[base + j] = static_cast<T>(quantize_value(static_cast<float>(xi[base + j]), sc, zz, lo, hi));
+          y[base + j] = static_cast<T>(quant::quantize_fast(static_cast<float>(xi[base + j]), sc, fz, flo, fhi));
       }
     }
   }
@@ -403,14 +406,15 @@ void requantize_rows(const int32_t* acc, int64_t rows, int64_t O, int64_t P, con
   for (int64_t r = 0; r < rows * O; ++r) {
     const int64_t o = r % O;
     const float m = mult[o], b = bias.empty() ? 0.f : bias[o];
+    const float fz = static_cast<float>(y_zp), flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
     const int32_t* a = acc + r * P;
     for (int64_t p = 0; p < P; ++p) {
       float v = static_cast<float>(a[p]) * m + b;
       if (act != ActKind::kNone) v = apply_activation(act, v, act_params);
       const int64_t i = r * P + p;
       if (dt == DataType::kFloat32) y.data<float>()[i] = v;
-      else if (dt == DataType::kUInt8) y.data<uint8_t>()[i] = static_cast<uint8_t>(quantize_value(v, y_scale, y_zp, lo, hi));
-      else y.data<int8_t>()[i] = static_cast<int8_t>(quantize_value(v, y_scale, y_zp, lo, hi));
+      else if (dt == DataType::kUInt8) y.data<uint8_t>()[i] = static_cast<uint8_t>(quant::quantize_fast(v, y_scale, fz, flo, fhi));
+      else y.data<int8_t>()[i] = static_cast<int8_t>(quant::quantize_fast(v, y_scale, fz, flo, fhi));
     }
   }
 }
@@ -727,6 +731,94 @@ class QMatMulRefKernel : public TensorKernel {
   quant::QParams p_;
 };
 
+// ---------------------------------------------------------------- QAdd
+
+// medq QAdd: Y = quantize(act((A - a_zp) * a_scale + (B - b_zp) * b_scale)), A and B of
+// the same shape (uint8/int8 each). The sum is computed exactly as the float QDQ graph does.
+class QAddKernel : public TensorKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    as_ = n.attr_f("a_scale", 0.f);
+    bs_ = n.attr_f("b_scale", 0.f);
+    ys_ = n.attr_f("y_scale", 0.f);
+    az_ = static_cast<int32_t>(n.attr_i("a_zero_point", 0));
+    bz_ = static_cast<int32_t>(n.attr_i("b_zero_point", 0));
+    yz_ = static_cast<int32_t>(n.attr_i("y_zero_point", 0));
+    out_dtype_ = static_cast<DataType>(n.attr_i("output_dtype", 2));
+    if (!(as_ > 0.f) || !(bs_ > 0.f) || !(ys_ > 0.f)) return error("a_scale, b_scale and y_scale must be positive");
+    if (!quant::is_q8(out_dtype_)) return error("output_dtype must be 2 (uint8) or 3 (int8)");
+    auto a = parse_activation(n.attr_s("activation", ""));
+    if (!a.is_ok()) return error(a.status().message());
+    act_ = a.value();
+    if (act_ != ActKind::kNone && act_ != ActKind::kRelu && act_ != ActKind::kClip)
+      return unsupported_error("activation must be Relu or Clip");
+    act_params_ = complete_activation_params(act_, n.attr_floats("activation_params"));
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 2, 2));
+    if (!quant::is_q8(in[0]->dtype()) || !quant::is_q8(in[1]->dtype()))
+      return error("A and B must be uint8 or int8, got " + in[0]->desc() + " and " + in[1]->desc());
+    if (in[0]->shape() != in[1]->shape())
+      return error("A " + shape_str(in[0]->shape()) + " and B " + shape_str(in[1]->shape()) + " must have the same shape");
+    out.resize(num_outputs_);
+    out[0] = {out_dtype_, in[0]->shape()};
+    return Status::ok();
+  }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    Tensor& y = *out[0];
+    if (a.dtype() == DataType::kUInt8) {
+      if (b.dtype() == DataType::kUInt8) dispatch_y(a.data<uint8_t>(), b.data<uint8_t>(), y, ctx);
+      else dispatch_y(a.data<uint8_t>(), b.data<int8_t>(), y, ctx);
+    } else {
+      if (b.dtype() == DataType::kUInt8) dispatch_y(a.data<int8_t>(), b.data<uint8_t>(), y, ctx);
+      else dispatch_y(a.data<int8_t>(), b.data<int8_t>(), y, ctx);
+    }
+    return Status::ok();
+  }
+
+ private:
+  template <class A, class B>
+  void dispatch_y(const A* a, const B* b, Tensor& y, RunContext& ctx) const {
+    if (y.dtype() == DataType::kUInt8) run_t(a, b, y.data<uint8_t>(), y.numel(), ctx);
+    else run_t(a, b, y.data<int8_t>(), y.numel(), ctx);
+  }
+  template <class A, class B, class Y>
+  void run_t(const A* a, const B* b, Y* y, int64_t n, RunContext& ctx) const {
+    int32_t lo, hi;
+    quant::qrange(out_dtype_, &lo, &hi);
+    const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi), fz = static_cast<float>(yz_);
+    float alo = -std::numeric_limits<float>::infinity(), ahi = std::numeric_limits<float>::infinity();
+    if (act_ == ActKind::kRelu) alo = 0.f;
+    if (act_ == ActKind::kClip) {
+      alo = act_params_[0];
+      ahi = act_params_[1];
+    }
+    const int nt = n > kParallelThreshold ? ctx.num_threads : 1;
+    const int64_t chunk = 4096;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+      const int64_t c1 = std::min(n, c0 + chunk);
+#pragma omp simd
+      for (int64_t i = c0; i < c1; ++i) {
+        const float v = static_cast<float>(static_cast<int32_t>(a[i]) - az_) * as_ +
+                        static_cast<float>(static_cast<int32_t>(b[i]) - bz_) * bs_;
+        y[i] = static_cast<Y>(quant::quantize_fast(clamp_f(v, alo, ahi), ys_, fz, flo, fhi));
+      }
+    }
+  }
+
+  float as_ = 1.f, bs_ = 1.f, ys_ = 1.f;
+  int32_t az_ = 0, bz_ = 0, yz_ = 0;
+  DataType out_dtype_ = DataType::kUInt8;
+  ActKind act_ = ActKind::kNone;
+  std::vector<float> act_params_;
+};
+
 }  // namespace
 }  // namespace ref
 
@@ -739,6 +831,7 @@ void register_ref_quant(KernelRegistry& r) {
   r.add("", "QLinearMatMul", "ref", 0, make_factory<ref::QLinearMatMulKernel>());
   r.add(kMedqDomain, "QConv", "ref", 0, make_factory<ref::QConvRefKernel>());
   r.add(kMedqDomain, "QMatMul", "ref", 0, make_factory<ref::QMatMulRefKernel>());
+  r.add(kMedqDomain, "QAdd", "ref", 0, make_factory<ref::QAddKernel>());
 }
 
 }  // namespace medq

@@ -39,6 +39,18 @@ inline int32_t quantize_value(float x, float scale, int32_t zp, int32_t lo, int3
   return static_cast<int32_t>(r);
 }
 
+// Branch-free, vectorizable form of quantize_value() (same results): the
+// quotient is clamped just outside the representable range first (values
+// beyond saturate either way), then rounded half to even with the 1.5 * 2^23
+// trick (exact for |v| < 2^22 in the default rounding mode). NaN -> zp.
+inline int32_t quantize_fast(float x, float scale, float zp, float lo, float hi) {
+  float v = x / scale;
+  v = select_f(v == v, v, 0.f);
+  v = clamp_f(v, lo - zp - 1.f, hi - zp + 1.f);
+  v = (v + 12582912.f) - 12582912.f;
+  return static_cast<int32_t>(clamp_f(v + zp, lo, hi));
+}
+
 // Attributes of medq QConv / QMatMul (ops/fused.h):
 //   x_scale, x_zero_point        input quantization (per tensor)
 //   w_scales                     weight scales (1 or one per output channel / column), zero point 0
