@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs medq's build and test dependencies from Debian 12's archive (run as root).
 #   build:  compiler, CMake, Ninja, ONNX (protobuf, checker, shape inference), oneDNN 2.6,
-#           nlohmann-json, libpng, libjpeg-turbo, DCMTK
-#   test:   googletest, google-benchmark, the ONNX backend conformance data, and Python
+#           nlohmann-json, libpng, libjpeg-turbo, DCMTK, cpp-httplib (+OpenSSL for optional TLS)
+#   test:   googletest, google-benchmark, the ONNX backend conformance data, headless Chromium
+#           (renders the validation report), wrk (serve load benchmark), and Python
 #           PyTorch/torchvision/ONNX/scikit-learn used only to generate fixtures and cross-check
 set -euo pipefail
 SUDO=""
@@ -11,8 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake ninja-build pkg-config
       libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev nlohmann-json3-dev
       libpng-dev libjpeg-dev libdcmtk-dev
-      libgtest-dev libbenchmark-dev libonnx-testdata)
-PY_PKGS=(python3-torch python3-torchvision python3-onnx python3-numpy python3-sklearn)
+      libcpp-httplib-dev libssl-dev
+      libgtest-dev libbenchmark-dev libonnx-testdata chromium wrk)
+PY_PKGS=(python3-torch python3-torchvision python3-onnx python3-numpy python3-sklearn
+         python3-fastapi uvicorn python3-multipart)
 missing=()
 for p in "${PKGS[@]}" ${MEDQ_NO_PYTHON:+} ${MEDQ_NO_PYTHON:-"${PY_PKGS[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,7 +33,8 @@ std::unique_ptr<Pass> make_fold_constants_pass();
 std::unique_ptr<Pass> make_fold_batchnorm_pass();
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
 std::unique_ptr<Pass> make_fuse_qdq_pass();  // fuse_qdq.cc: QDQ patterns -> medq QConv/QMatMul (before fold)
-std::unique_ptr<Pass> make_assign_layouts_pass();  // assign_layouts.cc: dnnl activation layouts (run last)
+std::unique_ptr<Pass> make_assign_layouts_pass();
+std::unique_ptr<Pass> make_lower_fp16_pass();  // lower_fp16.cc: fp16 models -> fp32 compute (always runs)  // assign_layouts.cc: dnnl activation layouts (run last)
 
 // Runs passes in order, finalizing (and verifying if asked) after each.
 Status run_passes(Graph& g, PassContext& ctx, const std::vector<std::unique_ptr<Pass>>& passes);

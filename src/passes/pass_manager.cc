@@ -53,7 +53,8 @@ Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::
     else if (n == "fuse") ps.push_back(make_fuse_conv_activation_pass());
     else if (n == "qdq") ps.push_back(make_fuse_qdq_pass());
     else if (n == "layouts") ps.push_back(make_assign_layouts_pass());
-    else return invalid_argument("unknown pass '" + n + "' (known: identity, dce, fold, bn, fuse, qdq, layouts)");
+    else if (n == "fp16") ps.push_back(make_lower_fp16_pass());
+    else return invalid_argument("unknown pass '" + n + "' (known: fp16, identity, dce, fold, bn, fuse, qdq, layouts)");
   }
   return ps;
 }

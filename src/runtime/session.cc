@@ -61,6 +61,13 @@ Status Session::compile(const SessionOptions& opts) {
   graph_ = model_.graph;
   std::string missing = unsupported_ops_report(graph_);
   if (!missing.empty()) return unsupported(missing);
+  {
+    // Legalization, not optimization: fp16 weights/activations run on fp32 kernels.
+    PassContext lctx;
+    lctx.opset = opset;
+    ASSIGN_OR_RETURN(auto legal, make_pipeline({"fp16"}));
+    RETURN_IF_ERROR(run_passes(graph_, lctx, legal));
+  }
   if (opts.optimize) {
     PassContext pctx;
     pctx.opset = opset;

@@ -664,5 +664,86 @@ TEST(PassPipeline, SharedModelsOptimizedMatchUnoptimized) {
   }
 }
 
+
+// ---------------------------------------------------------------- fp16 legalization
+
+// Same Conv -> Relu -> GlobalAveragePool model in float16 end to end (float16 graph
+// input and output, float16 weights, a Cast inside) and in float32 with the same
+// (fp16-rounded) weights. The session runs the fp16 one on fp32 kernels; results
+// agree to fp16 output rounding, with and without the optimizing passes.
+TEST(PassFp16, Float16ModelRunsOnFloat32Kernels) {
+  Tensor w32 = random_f32({4, 3, 3, 3}, 11), b32 = random_f32({4}, 12);
+  Tensor w16(DataType::kFloat16, w32.shape()), b16(DataType::kFloat16, b32.shape());
+  for (int64_t i = 0; i < w32.numel(); ++i) {
+    w16.data<uint16_t>()[i] = float_to_half(w32.data<float>()[i]);
+    w32.data<float>()[i] = half_to_float(w16.data<uint16_t>()[i]);
+  }
+  for (int64_t i = 0; i < b32.numel(); ++i) {
+    b16.data<uint16_t>()[i] = float_to_half(b32.data<float>()[i]);
+    b32.data<float>()[i] = half_to_float(b16.data<uint16_t>()[i]);
+  }
+  auto build = [&](bool half) {
+    const int et = half ? 10 : kF32;
+    OnnxBuilder b(13);
+    b.input("X", {-1, 3, 6, 6}, et);
+    b.init("W", half ? w16 : w32).init("B", half ? b16 : b32);
+    auto* c = b.node("Conv", {"X", "W", "B"}, {"c"}, "conv");
+    attr_ints(c, "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"r"}, "relu");
+    // A Cast to the model's own float type (fp16 -> fp16 after legalization: Identity).
+    auto* k = b.node("Cast", {"r"}, {"k"}, "cast");
+    attr_i(k, "to", et);
+    b.node("GlobalAveragePool", {"k"}, {"Y"}, "gap");
+    b.output("Y", et);
+    return b.build(half ? "conv_fp16.onnx" : "conv_fp32.onnx");
+  };
+  auto m16 = build(true), m32 = build(false);
+  ASSERT_TRUE(m16.is_ok()) << m16.status().message();
+  ASSERT_TRUE(m32.is_ok()) << m32.status().message();
+  Tensor x32 = random_f32({2, 3, 6, 6}, 13);
+  Tensor x16(DataType::kFloat16, x32.shape());
+  for (int64_t i = 0; i < x32.numel(); ++i) {
+    x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
+    x32.data<float>()[i] = half_to_float(x16.data<uint16_t>()[i]);
+  }
+  std::vector<Tensor> ref;
+  ASSERT_TRUE(run_model(m32.value(), {x32}, true, &ref).is_ok());
+  for (bool optimize : {false, true}) {
+    std::vector<Tensor> got;
+    Status st = run_model(m16.value(), {x16}, optimize, &got);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    ASSERT_EQ(got[0].dtype(), DataType::kFloat16);
+    ASSERT_EQ(got[0].shape(), ref[0].shape());
+    for (int64_t i = 0; i < ref[0].numel(); ++i) {
+      float want = ref[0].data<float>()[i];
+      EXPECT_NEAR(half_to_float(got[0].data<uint16_t>()[i]), want, 1e-3 + 1e-3 * std::fabs(want)) << i;
+    }
+  }
+  // The pass itself: no float16 value is left inside the graph, boundary casts added.
+  Graph g = apply(m16.value(), {"fp16"});
+  int casts = 0;
+  for (const auto& n : g.nodes) casts += n.op_type == "Cast";
+  EXPECT_EQ(casts, 2);
+  for (const auto& n : g.nodes)
+    if (n.op_type == "Conv")
+      for (uint32_t in : n.inputs) EXPECT_EQ(g.value(in).dtype, DataType::kFloat32) << g.value(in).name;
+  EXPECT_EQ(g.value(g.inputs[0]).dtype, DataType::kFloat16);
+  EXPECT_EQ(g.value(g.outputs[0]).dtype, DataType::kFloat16);
+}
+
+// Models without float16 compute are left alone by the legalization.
+TEST(PassFp16, Float32ModelUnchanged) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 3, 6, 6});
+  add_conv(b, "X", "Y", "c1", true, 3);
+  b.output("Y");
+  auto m = b.build();
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  PassContext ctx;
+  Graph g = apply(m.value(), {"fp16"}, &ctx);
+  EXPECT_TRUE(ctx.log.empty());
+  EXPECT_EQ(g.nodes.size(), m.value().graph.nodes.size());
+}
+
 }  // namespace
 }  // namespace medq

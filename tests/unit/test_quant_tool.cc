@@ -399,52 +399,10 @@ TEST(QuantQdq, OpsetRaise) {
 
 // ---------------------------------------------------------------------------
 // fp16
-
-// Runs a float16 model: natively when medq's kernels accept float16, otherwise as an
-// emulation (float16 initializers widened, every float16 value rounded through a
-// float16 Cast pair), i.e. float16 storage with float32 compute.
+// Runs a float16 model the way `medq run` does: the session's fp16 legalization
+// (passes/lower_fp16.cc) widens the weights once and computes in float32.
 Status run_fp16(const Model& m16, const std::vector<Tensor>& in, std::vector<Tensor>* out) {
-  if (run_model(m16, in, true, out).is_ok()) return Status::ok();
-  Model m = m16;
-  Graph& g = m.graph;
-  for (auto& v : g.values)
-    if (v.is_constant() && v.initializer.dtype() == DataType::kFloat16) {
-      v.initializer = v.initializer.cast(DataType::kFloat32);
-      v.dtype = DataType::kFloat32;
-    }
-  const size_t n0 = g.nodes.size();
-  for (size_t ni = 0; ni < n0; ++ni) {
-    for (size_t k = 0; k < g.nodes[ni].outputs.size(); ++k) {
-      uint32_t o = g.nodes[ni].outputs[k];
-      if (o == kNoValue || g.value(o).dtype != DataType::kFloat16) continue;
-      bool is_cast = g.nodes[ni].op_type == "Cast";
-      std::string name = g.value(o).name;
-      uint32_t raw = g.add_value(name + "__raw");
-      g.nodes[ni].outputs[k] = raw;
-      uint32_t src = raw;
-      if (!is_cast) {
-        uint32_t h = g.add_value(name + "__h");
-        Node c;
-        c.op_type = "Cast";
-        c.name = name + "__to16";
-        c.inputs = {raw};
-        c.outputs = {h};
-        c.attrs.push_back(Attribute::make_int("to", 10));
-        g.add_node(c);
-        src = h;
-      }
-      Node c;
-      c.op_type = "Cast";
-      c.name = name + "__to32";
-      c.inputs = {src};
-      c.outputs = {o};
-      c.attrs.push_back(Attribute::make_int("to", 1));
-      g.add_node(c);
-      g.value(o).dtype = DataType::kFloat32;
-    }
-  }
-  RETURN_IF_ERROR(g.finalize());
-  return run_model(m, in, false, out);
+  return run_model(m16, in, true, out);
 }
 
 TEST(QuantFp16, SmallModelConvertsWithCastsAtIo) {

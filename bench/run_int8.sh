@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# int8 benchmark: medq int8 vs medq fp32 vs ONNX Runtime (onnxruntime-node) running
+# the same QDQ file, in one invocation on the same machine.
+#
+# For each model (torchvision fixtures, 224x224) the script makes a static int8
+# QDQ model with `medq quantize` (calibrated on real images from the shared brain
+# MRI train split, preprocessed to 224x224 with ImageNet normalization), then times
+# at each batch/thread setting:
+#   medq fp32, medq int8, ORT fp32, ORT int8 (ORT loads the QDQ file and runs its
+#   own int8 kernels after its QDQ fusion).
+# and prints throughput and the two ratios the quantization issue asks for:
+#   int8 speed-up = medq fp32 time / medq int8 time
+#   vs ORT        = ORT int8 time / medq int8 time   (> 1.0: medq faster)
+#
+# usage: bash bench/run_int8.sh [--models resnet50_op13,mobilenet_v2_op13] [--batches "8"]
+#                               [--threads "1 2"] [--iters N] [--calib MANIFEST] [--out results.json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELS=resnet50_op13,mobilenet_v2_op13
+ITERS=10
+OUT=""
+BATCHES="8"
+THREADS="1 2"
+CALIB=${MEDQ_SHARED_DATA:-../shared/data}/brain_mri/manifest.csv
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) MODELS=$2; shift 2 ;;
+    --iters) ITERS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --batches) BATCHES=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --calib) CALIB=$2; shift 2 ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+MEDQ=${MEDQ:-build/medq}
+FIX=${MEDQ_TORCHVISION_FIXTURES:-build/fixtures/torchvision}
+[ -x "$MEDQ" ] || { echo "bench: $MEDQ not built (bash scripts/build.sh)" >&2; exit 1; }
+[ -f "$CALIB" ] || { echo "bench: calibration manifest $CALIB not found (--calib)" >&2; exit 1; }
+if [ ! -d bench/ort/node_modules/onnxruntime-node ]; then
+  (cd bench/ort && npm install --ignore-scripts --no-audit --no-fund >/dev/null)
+fi
+if [ ! -f "$FIX/manifest.json" ]; then
+  /usr/bin/python3 tests/models/gen_torchvision.py "$FIX" --models resnet50,mobilenet_v2,efficientnet_b0,densenet121
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+IFS=, read -ra MS <<< "$MODELS"
+for m in "${MS[@]}"; do
+  Q="$FIX/${m}_int8.onnx"
+  if [ ! -f "$Q" ] || [ "$Q" -ot "$MEDQ" ]; then
+    echo "bench: quantizing $m (64 calibration images)" >&2
+    "$MEDQ" quantize "$FIX/$m.onnx" --calib "$CALIB" --split train --samples 64 --quiet \
+      --resize 224,224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o "$Q" >&2
+  fi
+  for b in $BATCHES; do
+    for t in $THREADS; do
+      echo "bench: $m batch=$b threads=$t" >&2
+      for kind in fp32 int8; do
+        f="$FIX/$m.onnx"; [ $kind = int8 ] && f="$Q"
+        OMP_NUM_THREADS=$t "$MEDQ" bench "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
+          > "$TMP/medq_${kind}_${m}_b${b}_t${t}.json"
+        node bench/ort/ort_bench.js "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
+          | tail -1 > "$TMP/ort_${kind}_${m}_b${b}_t${t}.json"
+      done
+    done
+  done
+done
+python3 - "$TMP" "$OUT" "$MODELS" "$BATCHES" "$THREADS" <<'PY'
+import json, sys
+tmp, out, models, batches, threads = sys.argv[1], sys.argv[2], sys.argv[3].split(','), sys.argv[4].split(), sys.argv[5].split()
+rows = []
+print("| model | batch | threads | medq fp32 ips | medq int8 ips | ORT fp32 ips | ORT int8 ips | int8 speed-up (medq fp32/int8 time) | medq int8 vs ORT int8 (ORT/medq time) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for m in models:
+    for b in batches:
+        for t in threads:
+            r = {k: json.load(open(f"{tmp}/{k.split('_')[0]}_{k.split('_')[1]}_{m}_b{b}_t{t}.json"))
+                 for k in ("medq_fp32", "medq_int8", "ort_fp32", "ort_int8")}
+            up = r["medq_fp32"]["median_ms"] / r["medq_int8"]["median_ms"]
+            vs = r["ort_int8"]["median_ms"] / r["medq_int8"]["median_ms"]
+            rows.append({"model": m, "batch": int(b), "threads": int(t), **r, "int8_speedup": up, "vs_ort_int8": vs})
+            print(f"| {m} | {b} | {t} | {r['medq_fp32']['throughput_ips']:.1f} | {r['medq_int8']['throughput_ips']:.1f} | "
+                  f"{r['ort_fp32']['throughput_ips']:.1f} | {r['ort_int8']['throughput_ips']:.1f} | {up:.2f}x | {vs:.2f}x |")
+if out:
+    json.dump(rows, open(out, "w"), indent=1)
+PY
