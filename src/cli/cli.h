@@ -49,5 +49,7 @@ int cmd_eval(int argc, char** argv);
 int cmd_validate(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
+int cmd_preprocess(int argc, char** argv);
 
 }  // namespace medq::cli

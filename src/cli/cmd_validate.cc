@@ -57,6 +57,12 @@ std::string now_utc() {
   return b;
 }
 
+std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
+  return s;
+}
+
 json model_meta_json(const eval::LoadedModel& m) {
   json j = json::object();
   for (const auto& [k, v] : m.model.metadata) j[k] = v;
@@ -123,7 +129,9 @@ int cmd_validate(int argc, char** argv) {
     return report_error(invalid_argument("the reference and candidate models declare different 'preprocess' metadata; "
                                          "they must see the same input"));
   if (!ref.labels.empty() && !cand.labels.empty() && ref.labels != cand.labels)
-    return report_error(invalid_argument("the reference and candidate models have different label lists"));
+    return report_error(invalid_argument("metadata 'labels' differ: reference " + ref_path + " has [" +
+                                         join_names(ref.labels) + "], candidate " + cand_path + " has [" +
+                                         join_names(cand.labels) + "]; the models must classify the same classes"));
 
   DatasetSpec spec;
   spec.path = a.get("--data");
@@ -180,19 +188,22 @@ int cmd_validate(int argc, char** argv) {
   if (!st.is_ok()) return report_error(st);
   double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // Batch-size robustness: the first (up to) 32 images again at batch 1.
-  const size_t nrob = std::min<size_t>(32, idx.size());
-  std::vector<size_t> ridx(idx.begin(), idx.begin() + nrob);
+  // Batch-size robustness: up to 64 images spread evenly over the dataset (so that every part
+  // of a class-sorted manifest is covered) again at batch 1; their predictions must not depend
+  // on which batch they were run in.
+  const size_t nrob = std::min<size_t>(64, idx.size());
+  std::vector<size_t> ridx(nrob);
+  for (size_t i = 0; i < nrob; ++i) ridx[i] = i * idx.size() / nrob;
   std::vector<std::vector<float>> logits1;
   st = eval::run_models({&ref, &cand}, ds, ridx, cfg, 1, k, false, &logits1);
   if (!st.is_ok()) return report_error(st);
-  json robust = {{"samples", nrob}, {"batch", batch.value()}};
+  json robust = {{"samples", nrob}, {"batch", batch.value()}, {"compared_batch", 1}};
   for (int mi = 0; mi < 2; ++mi) {
     int mismatches = 0;
     double maxd = 0;
     for (size_t i = 0; i < nrob; ++i) {
       const float* a1 = &logits1[mi][i * k];
-      const float* an = &logits[mi][i * k];
+      const float* an = &logits[mi][ridx[i] * k];
       int p1 = static_cast<int>(std::max_element(a1, a1 + k) - a1), pn = static_cast<int>(std::max_element(an, an + k) - an);
       mismatches += p1 != pn;
       for (int c = 0; c < k; ++c) maxd = std::max(maxd, static_cast<double>(std::fabs(a1[c] - an[c])));
@@ -234,13 +245,16 @@ int cmd_validate(int argc, char** argv) {
   report["batch_robustness"] = robust;
   json sub = json::object();
   std::string sub_text;
-  std::vector<std::string> small_groups;
+  std::vector<std::string> small_groups, few_pos;
   for (size_t g = 0; g < keys.size(); ++g) {
     eval::SubgroupAnalysis sa = eval::compute_subgroups(keys[g], group_vals[g], pr, &pc, y, opt, policy.min_subgroup_size);
     sub_text += eval::subgroups_text(sa, true);
     sub[keys[g]] = eval::subgroups_json(sa, names, policy.min_subgroup_size);
-    for (const auto& gr : sa.groups)
+    for (const auto& gr : sa.groups) {
       if (gr.small) small_groups.push_back(keys[g] + "=" + gr.value + " (n=" + std::to_string(gr.n) + ")");
+      else if (gr.ref.has_binary && gr.ref.binary.n_pos < 10)
+        few_pos.push_back(keys[g] + "=" + gr.value + " (" + std::to_string(gr.ref.binary.n_pos) + ")");
+    }
   }
   report["subgroups"] = sub;
   report["timing"] = {{"inference_seconds", run_s}};
@@ -273,6 +287,11 @@ int cmd_validate(int argc, char** argv) {
     for (size_t i = 0; i < small_groups.size(); ++i) s += (i ? ", " : "") + small_groups[i];
     limits.push_back(s);
   }
+  if (!few_pos.empty()) {
+    std::string s = "Subgroups with fewer than 10 positive samples (sensitivity and its gaps rest on very few cases): ";
+    for (size_t i = 0; i < few_pos.size(); ++i) s += (i ? ", " : "") + few_pos[i];
+    limits.push_back(s);
+  }
   if (!opt.positive_classes.empty())
     limits.push_back("Binary decisions use a fixed threshold of " + std::to_string(opt.binary_threshold).substr(0, 4) +
                      " on the summed positive probability; the operating points show other thresholds.");
@@ -296,7 +315,7 @@ int cmd_validate(int argc, char** argv) {
               pauc.non_inferior ? "non-inferior" : "NOT shown non-inferior", margin);
   std::printf("  max |logit diff| %.4g (mean %.3g), max |prob diff| %.4g (mean %.3g)\n", pm.max_abs_logit_diff,
               pm.mean_abs_logit_diff, pm.max_abs_prob_diff, pm.mean_abs_prob_diff);
-  std::printf("  batch robustness (first %zu at batch 1 vs %lld): reference %d, candidate %d prediction changes\n", nrob,
+  std::printf("  batch robustness (%zu images at batch 1 vs %lld): reference %d, candidate %d prediction changes\n", nrob,
               static_cast<long long>(batch.value()), robust["reference"]["prediction_mismatches"].get<int>(),
               robust["candidate"]["prediction_mismatches"].get<int>());
   std::printf("%s", sub_text.c_str());

@@ -66,6 +66,30 @@ Result<double> as_number(const json& v, const std::string& what) {
   return invalid_argument(what + ": expected a number, got " + v.dump());
 }
 
+const char* const kGapNames[] = {"auroc", "sensitivity", "fpr", "equalized_odds", "accuracy"};
+
+// A subgroup-gap limit: a number (applied to `defaults`) or a map gap name -> number.
+Status parse_gap_limits(const json& v, const std::string& what, const std::vector<std::string>& defaults,
+                        std::map<std::string, double>* out) {
+  out->clear();
+  if (v.is_number()) {
+    for (const std::string& g : defaults) (*out)[g] = v.get<double>();
+    return Status::ok();
+  }
+  if (!v.is_object())
+    return invalid_argument(what + ": expected a number or a map of gap name -> number, got " + v.dump());
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    bool known = false;
+    for (const char* g : kGapNames) known = known || it.key() == g;
+    if (!known)
+      return invalid_argument(what + "." + it.key() +
+                              ": unknown subgroup gap (known: auroc, sensitivity, fpr, equalized_odds, accuracy)");
+    ASSIGN_OR_RETURN(double x, as_number(it.value(), what + "." + it.key()));
+    (*out)[it.key()] = x;
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 const json* lookup_metric(const json& report, const std::string& path) { return lookup_rec(report, path); }
@@ -75,7 +99,7 @@ GatePolicy default_policy() {
   p.rules.push_back({"paired.accuracy_drop", "<=", 0.01, "max"});
   p.rules.push_back({"batch_robustness.candidate.prediction_mismatches", "<=", 0, "max"});
   p.auroc_margin = 0.02;
-  p.max_gap_increase = 0.02;
+  for (const char* g : {"auroc", "sensitivity", "fpr", "equalized_odds"}) p.max_gap_increase[g] = 0.02;
   p.min_subgroup_size = 30;
   p.source = {{"max", {{"paired.accuracy_drop", 0.01}, {"batch_robustness.candidate.prediction_mismatches", 0}}},
               {"auroc_noninferiority_margin", 0.02},
@@ -229,7 +253,10 @@ Result<GatePolicy> parse_policy_text(const std::string& text, const std::string&
       ASSIGN_OR_RETURN(p.auroc_margin, as_number(v, name + ": " + k));
       if (p.auroc_margin < 0) return invalid_argument(name + ": " + k + " must be >= 0");
     } else if (k == "max_subgroup_gap_increase") {
-      ASSIGN_OR_RETURN(p.max_gap_increase, as_number(v, name + ": " + k));
+      RETURN_IF_ERROR(parse_gap_limits(v, name + ": " + k, {"auroc", "sensitivity", "fpr", "equalized_odds"},
+                                       &p.max_gap_increase));
+    } else if (k == "max_subgroup_gap") {
+      RETURN_IF_ERROR(parse_gap_limits(v, name + ": " + k, {"auroc"}, &p.max_gap));
     } else if (k == "min_subgroup_size") {
       ASSIGN_OR_RETURN(double x, as_number(v, name + ": " + k));
       if (x < 0) return invalid_argument(name + ": min_subgroup_size must be >= 0");
@@ -239,7 +266,7 @@ Result<GatePolicy> parse_policy_text(const std::string& text, const std::string&
     } else {
       return invalid_argument(name + ": unknown policy key '" + k +
                               "' (known: min, max, rules, auroc_noninferiority_margin, max_subgroup_gap_increase, "
-                              "min_subgroup_size, name, description)");
+                              "max_subgroup_gap, min_subgroup_size, name, description)");
     }
   }
   return p;
@@ -292,12 +319,13 @@ GateResult apply_gate(const GatePolicy& policy, const json& report) {
     std::string which = binary ? "paired.binary_auroc.ci_lo" : "paired.macro_auroc.ci_lo";
     check({which, ">", -policy.auroc_margin, "auroc_noninferiority_margin"}, false);
   }
-  if (!std::isnan(policy.max_gap_increase) && report.contains("subgroups") && report["subgroups"].is_object()) {
-    for (auto it = report["subgroups"].begin(); it != report["subgroups"].end(); ++it)
-      for (const char* m : {"auroc", "sensitivity", "fpr", "equalized_odds"}) {
-        std::string path = "subgroups." + it.key() + ".gaps.increase." + m;
-        check({path, "<=", policy.max_gap_increase, "max_subgroup_gap_increase"}, true);
-      }
+  if (report.contains("subgroups") && report["subgroups"].is_object()) {
+    for (auto it = report["subgroups"].begin(); it != report["subgroups"].end(); ++it) {
+      for (const auto& [m, x] : policy.max_gap_increase)
+        check({"subgroups." + it.key() + ".gaps.increase." + m, "<=", x, "max_subgroup_gap_increase"}, true);
+      for (const auto& [m, x] : policy.max_gap)
+        check({"subgroups." + it.key() + ".gaps.candidate." + m, "<=", x, "max_subgroup_gap"}, true);
+    }
   }
   return res;
 }

@@ -8,16 +8,22 @@
 //     "rules": [{"metric": "paired.mcnemar.p_value", "op": ">=", "value": 0.05}],  // JSON only
 //     "auroc_noninferiority_margin": 0.02,   // paired DeLong CI lower bound of cand - ref > -margin
 //     "max_subgroup_gap_increase": 0.02,     // every subgroup gap (auroc, sensitivity, fpr,
-//                                            // equalized_odds) may grow by at most this
+//                                            // equalized_odds) may grow by at most this, or a
+//                                            // map per gap: {"auroc": 0.005, "sensitivity": 0.02}
+//     "max_subgroup_gap": {"auroc": 0.05},   // the candidate's own gaps (max - min over the
+//                                            // groups) for every --groups key; a number = auroc
 //     "min_subgroup_size": 30                // smaller groups are reported, flagged, not gated
 //   }
 // Metric names are dotted paths into report.json, e.g. "candidate.accuracy",
 // "candidate.per_class.mel.sensitivity", "paired.binary_auroc.diff",
 // "batch_robustness.candidate.prediction_mismatches", "subgroups.sex.gaps.increase.auroc".
-// A rule whose metric is missing or null fails (naming it).
+// A rule whose metric is missing or null fails (naming it); subgroup gap rules whose gap is not
+// computable (fewer than two groups of the minimum size with the value defined) pass, noted.
+// Gap names: auroc, sensitivity (equal opportunity), fpr, equalized_odds, accuracy.
 #pragma once
 
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -36,7 +42,8 @@ struct GateRule {
 struct GatePolicy {
   std::vector<GateRule> rules;
   double auroc_margin = std::numeric_limits<double>::quiet_NaN();
-  double max_gap_increase = std::numeric_limits<double>::quiet_NaN();
+  std::map<std::string, double> max_gap_increase;  // gap name -> max increase (cand - ref)
+  std::map<std::string, double> max_gap;           // gap name -> max candidate gap
   int64_t min_subgroup_size = 30;
   nlohmann::json source;  // the parsed policy
 };

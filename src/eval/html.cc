@@ -270,10 +270,10 @@ std::string render_html_report(const json& rep) {
       return fv(getd(o, a)) + " <span class='muted'>(" + b + " " + fv(getd(o, b == std::string("specificity") ? "specificity" : "sensitivity")) +
              ", thr " + fv(getd(o, "threshold"), 3) + ")</span>";
     };
-    h << row("sensitivity at specificity &ge; " + fj(rb["sensitivity_at_specificity"], "target", 2),
+    h << row("sensitivity at specificity \xE2\x89\xA5 " + fj(rb["sensitivity_at_specificity"], "target", 2),
              opt(rb["sensitivity_at_specificity"], "sensitivity", "specificity"),
              opt(cb["sensitivity_at_specificity"], "sensitivity", "specificity"));
-    h << row("specificity at sensitivity &ge; " + fj(rb["specificity_at_sensitivity"], "target", 2),
+    h << row("specificity at sensitivity \xE2\x89\xA5 " + fj(rb["specificity_at_sensitivity"], "target", 2),
              opt(rb["specificity_at_sensitivity"], "specificity", "sensitivity"),
              opt(cb["specificity_at_sensitivity"], "specificity", "sensitivity"));
   }
@@ -288,7 +288,7 @@ std::string render_html_report(const json& rep) {
     << "), max |probability difference| " << fj(P, "max_abs_prob_diff") << " (mean " << fj(P, "mean_abs_prob_diff", 5)
     << ").</p>";
   const json& br = rep["batch_robustness"];
-  h << "<p>Batch-size robustness: the first " << br["samples"].get<int64_t>() << " images re-run at batch 1 vs batch "
+  h << "<p>Batch-size robustness: " << br["samples"].get<int64_t>() << " images (spread over the dataset) re-run at batch 1 vs batch "
     << br["batch"].get<int64_t>() << ": reference " << br["reference"]["prediction_mismatches"].get<int>()
     << ", candidate " << br["candidate"]["prediction_mismatches"].get<int>() << " changed predictions (max |logit diff| "
     << fj(br["candidate"], "max_abs_logit_diff", 6) << ").</p>";
@@ -340,7 +340,7 @@ std::string render_html_report(const json& rep) {
       bool binary = R.contains("binary");
       h << subgroup_svg(it.key(), sg["groups"], binary);
       h << "<table><caption>" << esc(it.key()) << " (min size " << sg["min_size"].get<int64_t>()
-        << ")</caption><tr><th>group</th><th>n</th><th>acc ref</th><th>acc cand</th><th>AUROC ref</th><th>AUROC cand</th>"
+        << ")</caption><tr><th>group</th><th>n</th>" << (binary ? "<th>positives</th>" : "") << "<th>acc ref</th><th>acc cand</th><th>AUROC ref</th><th>AUROC cand</th>"
            "<th>sens ref</th><th>sens cand</th><th>FPR ref</th><th>FPR cand</th></tr>";
       for (const auto& g : sg["groups"]) {
         auto pick = [&](const char* which, const char* what) {
@@ -353,7 +353,9 @@ std::string render_html_report(const json& rep) {
           return fv(std::isnan(sp) ? NAN : 1 - sp);
         };
         h << "<tr><th>" << esc(g["value"].get<std::string>()) << (g["small"].get<bool>() ? " *" : "") << "</th><td>"
-          << g["n"].get<int64_t>() << "</td><td>" << fj(g["reference"], "accuracy") << "</td><td>"
+          << g["n"].get<int64_t>() << "</td><td>"
+          << (binary ? std::to_string(g["reference"]["binary"].value("n_pos", int64_t{0})) + "</td><td>" : std::string())
+          << fj(g["reference"], "accuracy") << "</td><td>"
           << (g.contains("candidate") ? fj(g["candidate"], "accuracy") : "n/a") << "</td><td>"
           << pick("reference", "auroc") << "</td><td>" << pick("candidate", "auroc") << "</td><td>"
           << pick("reference", "sensitivity") << "</td><td>" << pick("candidate", "sensitivity") << "</td><td>"
@@ -364,7 +366,7 @@ std::string render_html_report(const json& rep) {
       for (const char* w : {"reference", "candidate", "increase"}) {
         if (!sg["gaps"].contains(w)) continue;
         const json& g = sg["gaps"][w];
-        h << "<tr><th>" << w << "</th><td>" << fj(g, "auroc") << "</td><td>" << fj(g, "sensitivity") << "</td><td>"
+        h << "<tr><th>" << (std::string(w) == "increase" ? "increase = fairness degradation" : w) << "</th><td>" << fj(g, "auroc") << "</td><td>" << fj(g, "sensitivity") << "</td><td>"
           << fj(g, "fpr") << "</td><td>" << fj(g, "equalized_odds") << "</td><td>" << fj(g, "accuracy") << "</td></tr>";
       }
       h << "</table>";

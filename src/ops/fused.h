@@ -16,6 +16,9 @@
 //   activation_params (real units).
 //   real = x_scale * w_scale[o] * sum((X_q - x_zero_point) * W_q) + B;  Y = act(real) for float32 output,
 //   else Y = saturate(round_half_even(act(real) / y_scale) + y_zero_point)
+//   Optional 4th input Sum S_q (passes/fuse_qsum.cc, dnnl kernel only; Y's type and shape) with
+//   sum_scale, sum_zero_point, pre_sum_clip [lo, hi]:
+//   Y = saturate(round_half_even(act(clip(real, lo, hi) + sum_scale * (S_q - sum_zero_point)) / y_scale) + y_zp)
 // QMatMul: inputs A_q [..., K] (uint8/int8), B_q [K, N] (int8 constant), [bias [N]]; QConv's
 //   quantization attributes with w_scales per column (1 or N). Y [..., N].
 // QAdd: inputs A_q, B_q (uint8/int8, same shape); attributes a_scale, a_zero_point, b_scale,

@@ -46,7 +46,11 @@ void set_markers(Node& n, const std::vector<int64_t>& in, const std::vector<int6
 bool may_be_blocked(const Graph& g, uint32_t vid, Layout bl) {
   const Value& v = g.value(vid);
   if (v.is_constant() || g.is_graph_output(vid) || g.is_graph_input(vid)) return false;
-  if (v.dtype != DataType::kFloat32 || !v.has_shape || v.shape.size() != 4) return false;
+  // 8-bit activations (QConv/QAdd/MaxPool chains of a QDQ model) only as nhwc,
+  // oneDNN's int8 activation layout.
+  const bool q8 = v.dtype == DataType::kUInt8 || v.dtype == DataType::kInt8;
+  if (q8 && bl != Layout::kNhwc) return false;
+  if ((v.dtype != DataType::kFloat32 && !q8) || !v.has_shape || v.shape.size() != 4) return false;
   const int64_t c = v.shape[1], h = v.shape[2], w = v.shape[3];
   if (c <= 0 || h <= 0 || w <= 0) return false;
   if (h == 1 && w == 1) return false;

@@ -34,6 +34,7 @@ std::unique_ptr<Pass> make_fold_batchnorm_pass();
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
 std::unique_ptr<Pass> make_fuse_qdq_pass();  // fuse_qdq.cc: QDQ patterns -> medq QConv/QMatMul (before fold)
 std::unique_ptr<Pass> make_assign_layouts_pass();
+std::unique_ptr<Pass> make_fuse_qsum_pass();   // fuse_qsum.cc: QConv -> QAdd => QConv with oneDNN sum post-op
 std::unique_ptr<Pass> make_lower_fp16_pass();  // lower_fp16.cc: fp16 models -> fp32 compute (always runs)  // assign_layouts.cc: dnnl activation layouts (run last)
 
 // Runs passes in order, finalizing (and verifying if asked) after each.

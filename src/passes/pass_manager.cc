@@ -54,13 +54,14 @@ Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::
     else if (n == "qdq") ps.push_back(make_fuse_qdq_pass());
     else if (n == "layouts") ps.push_back(make_assign_layouts_pass());
     else if (n == "fp16") ps.push_back(make_lower_fp16_pass());
-    else return invalid_argument("unknown pass '" + n + "' (known: fp16, identity, dce, fold, bn, fuse, qdq, layouts)");
+    else if (n == "qsum") ps.push_back(make_fuse_qsum_pass());
+    else return invalid_argument("unknown pass '" + n + "' (known: fp16, identity, dce, fold, bn, fuse, qdq, qsum, layouts)");
   }
   return ps;
 }
 
 Status run_default_pipeline(Graph& g, PassContext& ctx) {
-  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "qdq", "fold", "bn", "fuse", "dce", "layouts"}));
+  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "qdq", "fold", "bn", "fuse", "dce", "qsum", "layouts"}));
   return run_passes(g, ctx, ps);
 }
 

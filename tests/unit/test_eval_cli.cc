@@ -141,6 +141,20 @@ TEST_F(EvalCli, ValidateApprovedWritesBothReports) {
   EXPECT_EQ(j["models"]["reference"]["sha256"].get<std::string>().size(), 64u);
   EXPECT_FALSE(j["medq_version"].get<std::string>().empty());
   EXPECT_EQ(j["batch_robustness"]["samples"].get<int>(), 16);
+  EXPECT_EQ(j["batch_robustness"]["candidate"]["prediction_mismatches"].get<int>(), 0);
+  EXPECT_LT(j["batch_robustness"]["candidate"]["max_abs_logit_diff"].get<double>(), 1e-4);
+  // Model card, subgroup sizes and the small-group flag (min size 3: every group is eligible).
+  EXPECT_FALSE(j["model_card"]["intended_use"].get<std::string>().empty());
+  EXPECT_FALSE(j["model_card"]["limitations"].empty());
+  int n_sex = 0;
+  for (const auto& g : j["subgroups"]["sex"]["groups"]) {
+    n_sex += g["n"].get<int>();
+    EXPECT_FALSE(g["small"].get<bool>());
+  }
+  EXPECT_EQ(n_sex, 16);
+  // Operating points and reliability curve of the binary task / the model.
+  EXPECT_TRUE(j["candidate"]["binary"]["sensitivity_at_specificity"].contains("sensitivity"));
+  EXPECT_EQ(j["candidate"]["calibration"]["bins"].size(), 15u);
   EXPECT_TRUE(j["paired"].contains("mcnemar"));
   EXPECT_TRUE(j["subgroups"]["sex"]["gaps"].contains("increase"));
   std::string html = slurp(file("rep/report.html"));
@@ -180,10 +194,80 @@ TEST_F(EvalCli, BadInputsGiveClearErrorsAndNoReport) {
   expect_error(run(validate_args("--positive melanoma --report rep")), {"melanoma"});
   write_text(file("bad.json"), R"({"maximum": {"x": 1}})");
   expect_error(run(validate_args("--policy bad.json --report rep")), {"unknown policy key 'maximum'"});
+  // A reference/candidate pair that classifies different label lists.
+  write_model("cancer.onnx", R"(["benign", "cancer"])", 2);
+  expect_error(run("validate --reference tiny.onnx --candidate cancer.onnx --data data.csv --label-column dx --report rep"),
+               {"metadata 'labels' differ", "[benign, malignant]", "[benign, cancer]", "cancer.onnx"});
+  // Bad gap name in a policy.
+  write_text(file("badgap.yaml"), "max_subgroup_gap:\n  aucroc: 0.05\n");
+  expect_error(run(validate_args("--policy badgap.yaml --report rep")), {"badgap.yaml", "max_subgroup_gap.aucroc"});
+  // An image that cannot be read fails the run (naming the file) and writes no report.
+  std::string bad = slurp(file("data.csv")) + file("missing.png") + ",benign,male,,test\n";
+  write_text(file("bad.csv"), bad);
+  CmdResult rm = run("validate --reference tiny.onnx --candidate tiny2.onnx --data bad.csv --label-column dx --quiet "
+                     "--report rep");
+  EXPECT_NE(rm.exit_code, 0);
+  EXPECT_NE(rm.err.find("missing.png"), std::string::npos) << rm.err;
+  EXPECT_FALSE(exists(file("rep/report.json")));
+  EXPECT_FALSE(exists(file("rep/report.html")));
   // eval with the mismatching model, too.
   CmdResult r = run("eval three.onnx --data data.csv --label-column dx --quiet");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("2 outputs but 3 labels"), std::string::npos) << r.err;
+}
+
+TEST_F(EvalCli, SmallSubgroupsAreFlaggedNotGated) {
+  // Default min size 30 > every group: all flagged, gaps not computable, gap rules not gated.
+  write_text(file("gate.json"), R"({"max_subgroup_gap_increase": 0.0, "max_subgroup_gap": {"auroc": 0.0}})");
+  CmdResult r = run(validate_args("--groups sex --policy gate.json --report rep"));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  json j = json::parse(slurp(file("rep/report.json")));
+  for (const auto& g : j["subgroups"]["sex"]["groups"]) EXPECT_TRUE(g["small"].get<bool>());
+  EXPECT_TRUE(j["subgroups"]["sex"]["gaps"]["candidate"]["auroc"].is_null());
+  bool saw_gap_rule = false;
+  for (const auto& o : j["gate"]["rules"])
+    if (o["metric"] == "subgroups.sex.gaps.candidate.auroc") {
+      saw_gap_rule = true;
+      EXPECT_TRUE(o["passed"].get<bool>());
+      EXPECT_NE(o["message"].get<std::string>().find("not gated"), std::string::npos);
+    }
+  EXPECT_TRUE(saw_gap_rule);
+  EXPECT_NE(r.out.find("(small: not in gaps)"), std::string::npos) << r.out;
+}
+
+TEST(EvalGate, ExamplePolicyAndGapLimits) {
+  auto p = eval::load_policy(std::string(MEDQ_SOURCE_DIR) + "/examples/gate.yaml");
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  std::map<std::string, std::pair<std::string, double>> rules;
+  for (const auto& r : p.value().rules) rules[r.metric] = {r.op, r.value};
+  EXPECT_EQ(rules["paired.accuracy_drop"], std::make_pair(std::string("<="), 0.01));
+  EXPECT_EQ(rules["candidate.binary.sensitivity"], std::make_pair(std::string(">="), 0.95));
+  EXPECT_EQ(rules["candidate.binary.specificity"], std::make_pair(std::string(">="), 0.90));
+  EXPECT_DOUBLE_EQ(p.value().auroc_margin, 0.02);
+  EXPECT_EQ(p.value().min_subgroup_size, 30);
+  EXPECT_DOUBLE_EQ(p.value().max_gap.at("auroc"), 0.05);
+  EXPECT_DOUBLE_EQ(p.value().max_gap_increase.at("auroc"), 0.005);
+
+  // Gap limits: a number applies to every gap (increase) / to the AUROC gap (absolute).
+  auto q = eval::parse_policy_text(R"({"max_subgroup_gap_increase": 0.01, "max_subgroup_gap": 0.05})", "q.json");
+  ASSERT_TRUE(q.is_ok()) << q.status().message();
+  EXPECT_EQ(q.value().max_gap_increase.size(), 4u);
+  EXPECT_EQ(q.value().max_gap.size(), 1u);
+  json gaps;
+  gaps["candidate"] = {{"auroc", 0.06}};
+  gaps["increase"] = {{"auroc", 0.004}, {"sensitivity", 0.011}, {"fpr", -0.1}, {"equalized_odds", nullptr}};
+  json rep;
+  rep["subgroups"]["age"]["gaps"] = gaps;
+  eval::GateResult g = eval::apply_gate(q.value(), rep);
+  EXPECT_FALSE(g.approved);
+  std::map<std::string, bool> passed;
+  for (const auto& o : g.outcomes) passed[o.rule.metric] = o.passed;
+  EXPECT_FALSE(passed.at("subgroups.age.gaps.candidate.auroc"));  // 0.06 > 0.05
+  EXPECT_TRUE(passed.at("subgroups.age.gaps.increase.auroc"));
+  EXPECT_FALSE(passed.at("subgroups.age.gaps.increase.sensitivity"));  // 0.011 > 0.01
+  EXPECT_TRUE(passed.at("subgroups.age.gaps.increase.equalized_odds"));  // not computable
+  EXPECT_FALSE(eval::parse_policy_text(R"({"max_subgroup_gap": {"x": 1}})", "r.json").is_ok());
+  EXPECT_FALSE(eval::parse_policy_text(R"({"max_subgroup_gap": "big"})", "r.json").is_ok());
 }
 
 TEST(EvalGate, YamlSubsetAndRules) {

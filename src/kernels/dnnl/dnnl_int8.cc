@@ -52,6 +52,21 @@ memory::desc plain_typed_md(const memory::dims& dims, memory::data_type t) {
   return memory::desc(dims, t, strides);
 }
 
+// 8-bit activation stored in layout l (passes/assign_layouts.cc gives int8
+// values nhwc only, oneDNN's native int8 activation layout).
+memory::desc typed_layout_md(const memory::dims& dims, memory::data_type t, Layout l) {
+  if (l == Layout::kNhwc && dims.size() == 4) return memory::desc(dims, t, memory::format_tag::nhwc);
+  return plain_typed_md(dims, t);
+}
+
+bool plain_or_nhwc(const Node& n) {
+  for (size_t i = 0; i < n.inputs.size(); ++i)
+    if (node_layout(n, true, i) == Layout::kNChw16c) return false;
+  for (size_t i = 0; i < n.outputs.size(); ++i)
+    if (node_layout(n, false, i) == Layout::kNChw16c) return false;
+  return true;
+}
+
 // State shared by QConv and QMatMul: quantization parameters, pre-scaled
 // output scales / bias / clip bounds and the constant zero-point storage.
 class Int8Base : public DnnlKernel {
@@ -86,6 +101,12 @@ class Int8Base : public DnnlKernel {
     if (x_zp_ != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
     if (y_zp_ != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
     dnnl::post_ops po;
+    // QConv Sum input (passes/fuse_qsum.cc): dst holds B_q on entry; sum adds
+    // sum_scale / y_scale * (B_q - sum_zero_point) before the activation.
+    if (has_sum_) {
+      if (!pre_sum_clip_.empty()) append_activation(po, ActKind::kClip, pre_sum_clip_);
+      po.append_sum(sum_scale_, sum_zp_, dnnl_type(p_.out_dtype));
+    }
     if (p_.act == ActKind::kRelu) append_activation(po, ActKind::kRelu, {});
     if (p_.act == ActKind::kClip) append_activation(po, ActKind::kClip, clip_);
     attr.set_post_ops(po);
@@ -106,6 +127,10 @@ class Int8Base : public DnnlKernel {
   std::vector<float> bias_acc_;  // bias in accumulator units (empty: none)
   std::vector<float> clip_;      // Clip bounds in output units
   int32_t x_zp_ = 0, y_zp_ = 0;
+  bool has_sum_ = false;
+  float sum_scale_ = 1.f;  // in output units (sum_scale / y_scale)
+  int32_t sum_zp_ = 0;
+  std::vector<float> pre_sum_clip_;  // clamp of the conv result before the sum, output units
 };
 
 // ---------------------------------------------------------------- QConv
@@ -123,12 +148,30 @@ class DnnlQConvKernel : public Int8Base {
   Status init(const KernelCreateInfo& info) {
     init_base(info);
     const Node& n = info.node;
-    if (has_blocked_io(n)) return unsupported_error("blocked layouts are not supported");
+    if (!plain_or_nhwc(n)) return unsupported_error("only plain and nhwc layouts are supported");
+    src_l_ = node_layout(n, true, 0);
+    dst_l_ = node_layout(n, false, 0);
+    for (size_t i = 1; i < n.inputs.size() && i < 3; ++i)
+      if (node_layout(n, true, i) != Layout::kPlain) return unsupported_error("W/B must be plain");
     RETURN_IF_ERROR(attrs_.parse(n));
     group_ = n.attr_i("group", 1);
     if (group_ < 1) return error("group must be >= 1");
     if (n.inputs.size() < 2) return error("needs inputs X and W");
-    if (n.has_input(3)) return unsupported_error("the Sum input is not supported");
+    if (n.has_input(3)) {
+      // Sum input: same type as the 8-bit output, stored in the output's layout.
+      if (graph_dtype(info, 3) != static_cast<DataType>(n.attr_i("output_dtype", 1)) ||
+          !quant::is_q8(graph_dtype(info, 3)))
+        return unsupported_error("the Sum input must have the (8-bit) output type");
+      if (node_layout(n, true, 3) != dst_l_) return unsupported_error("the Sum input must share the output layout");
+      const float ss = n.attr_f("sum_scale", 0.f), ys = n.attr_f("y_scale", 0.f);
+      if (!(ss > 0.f) || !(ys > 0.f)) return error("sum_scale and y_scale must be positive");
+      has_sum_ = true;
+      sum_scale_ = ss / ys;
+      sum_zp_ = static_cast<int32_t>(n.attr_i("sum_zero_point", 0));
+      const std::vector<float> c = n.attr_floats("pre_sum_clip");
+      if (!c.empty() && c.size() != 2) return error("pre_sum_clip must have 2 values");
+      if (c.size() == 2) pre_sum_clip_ = {c[0] / ys, c[1] / ys};
+    }
     const Tensor* w = info.constant_input(1);
     if (!w) return unsupported_error("W is not a constant");
     if (w->dtype() != DataType::kInt8) return unsupported_error("W is not int8");
@@ -163,10 +206,12 @@ class DnnlQConvKernel : public Int8Base {
   }
 
   Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
-    RETURN_IF_ERROR(check_inputs(in, 2, 3));
+    RETURN_IF_ERROR(check_inputs(in, 2, 4));
     Window3 w;
     Shape ys;
     RETURN_IF_ERROR(geometry(in, w, ys));
+    if (has_sum_ && (in.size() < 4 || !in[3] || in[3]->shape() != ys || in[3]->dtype() != p_.out_dtype))
+      return error("Sum input must be " + std::string(dtype_name(p_.out_dtype)) + " " + shape_str(ys));
     out.resize(num_outputs_);
     out[0] = {p_.out_dtype, ys};
     return Status::ok();
@@ -205,8 +250,8 @@ class DnnlQConvKernel : public Int8Base {
       dnnl::reorder(wplain, e->weights).execute(s, wplain, e->weights);
       s.wait();
     }
-    e->src_user = plain_typed_md(xd, st);
-    e->dst_user = plain_typed_md(yd, dt);
+    e->src_user = typed_layout_md(xd, st, src_l_);
+    e->dst_user = typed_layout_md(yd, dt, dst_l_);
     e->src_r.init_in(e->src_user, e->pd.src_desc());
     e->dst_r.init_out(e->pd.dst_desc(), e->dst_user);
     return e;
@@ -228,6 +273,16 @@ class DnnlQConvKernel : public Int8Base {
       dnnl::stream s(cpu_engine());
       memory src = e->src_r.input(x.raw(), Workspace::kSrc, s);
       memory dst = e->dst_r.output(y.raw(), Workspace::kDst);
+      if (has_sum_) {
+        // The sum post-op reads the destination: put B_q there (in the compute layout).
+        const Tensor& b = *in[3];
+        if (!e->dst_r.needed) {
+          if (y.raw() != b.raw()) std::memcpy(y.raw(), b.raw(), b.nbytes());
+        } else {
+          memory bm(e->dst_r.user, cpu_engine(), const_cast<void*>(b.raw()));
+          dnnl::reorder(bm, dst).execute(s, bm, dst);
+        }
+      }
       std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},
                                               {DNNL_ARG_WEIGHTS, e->weights},
                                               {DNNL_ARG_DST, dst},
@@ -248,6 +303,7 @@ class DnnlQConvKernel : public Int8Base {
  private:
   WindowAttrs attrs_;
   int64_t group_ = 1;
+  Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain;
   Tensor w_;
   PrimitiveCache<QConvEntry> cache_;
 };
@@ -370,7 +426,9 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
     const Node& n = info.node;
     const DataType xdt = graph_dtype(info, 0);
     if (!quant::is_q8(xdt)) return unsupported_error("X is not uint8/int8");
-    if (has_blocked_io(n)) return unsupported_error("blocked layouts are not supported");
+    if (!plain_or_nhwc(n)) return unsupported_error("only plain and nhwc layouts are supported");
+    src_l_ = node_layout(n, true, 0);
+    dst_l_ = node_layout(n, false, 0);
     if (n.inputs.size() != 1) return error("expects 1 input");
     for (size_t i = 1; i < n.outputs.size(); ++i)
       if (n.outputs[i] != kNoValue) return unsupported_error("MaxPool Indices output");
@@ -417,8 +475,8 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
                                   kernel, pl, pr);
     e->pd = dnnl::pooling_forward::primitive_desc(d, user_scratchpad_attr(), cpu_engine());
     e->prim = dnnl::pooling_forward(e->pd);
-    e->src_r.init_in(plain_typed_md(xd, t), e->pd.src_desc());
-    e->dst_r.init_out(e->pd.dst_desc(), plain_typed_md(yd, t));
+    e->src_r.init_in(typed_layout_md(xd, t, src_l_), e->pd.src_desc());
+    e->dst_r.init_out(e->pd.dst_desc(), typed_layout_md(yd, t, dst_l_));
     return e;
   }
 
@@ -449,7 +507,41 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
 
  private:
   WindowAttrs attrs_;
+  Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain;
   PrimitiveCache<QPoolEntry> cache_;
+};
+
+// ---------------------------------------------------------------- QAdd
+
+// medq QAdd (int8 residual add) between nhwc int8 values. A, B and Y have the
+// same shape (the op requires it), so the element-wise computation is the same
+// whatever the storage order, as long as all three sides share one layout. This
+// kernel accepts exactly that (all plain or all nhwc) and delegates the math to
+// the reference QAdd kernel, so int8 residual chains stay in oneDNN's nhwc
+// without a reorder before and after every Add.
+class DnnlQAddKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    if (n.inputs.size() != 2 || n.outputs.size() != 1) return error("expects 2 inputs and 1 output");
+    const Layout l = node_layout(n, false, 0);
+    if (l == Layout::kNChw16c) return unsupported_error("only plain and nhwc layouts are supported");
+    if (node_layout(n, true, 0) != l || node_layout(n, true, 1) != l)
+      return unsupported_error("A, B and Y must share one layout");
+    Node plain = n;
+    plain.remove_attr(kInLayoutsAttr);
+    plain.remove_attr(kOutLayoutsAttr);
+    ASSIGN_OR_RETURN(impl_, KernelRegistry::global().create(KernelCreateInfo{plain, info.graph, info.opset}, {"ref"}));
+    return Status::ok();
+  }
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override { return impl_->infer(in, out); }
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    return impl_->run(in, out, ctx);
+  }
+
+ private:
+  std::unique_ptr<Kernel> impl_;
 };
 
 }  // namespace
@@ -457,6 +549,7 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
 void register_dnnl_int8(KernelRegistry& r, int priority) {
   r.add(kMedqDomain, "QConv", "dnnl", priority, make_factory<DnnlQConvKernel>());
   r.add(kMedqDomain, "QMatMul", "dnnl", priority, make_factory<DnnlQMatMulKernel>());
+  r.add(kMedqDomain, "QAdd", "dnnl", priority, make_factory<DnnlQAddKernel>());
   // Tried before the float dnnl MaxPool (which declines 8-bit inputs anyway).
   r.add("", "MaxPool", "dnnl", priority + 1, make_factory<DnnlMaxPool8Kernel>());
 }

@@ -1,0 +1,45 @@
+#include "serve/log.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace medq::serve {
+
+namespace {
+std::mutex g_mu;
+LogSink g_sink;
+
+std::string now_iso() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char b[64];
+  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return b;
+}
+}  // namespace
+
+void set_log_sink(LogSink sink) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_sink = std::move(sink);
+}
+
+void log_event(const std::string& level, const std::string& event, nlohmann::json fields) {
+  nlohmann::json j = {{"ts", now_iso()}, {"level", level}, {"event", event}};
+  for (auto& [k, v] : fields.items()) j[k] = v;
+  // Replace invalid UTF-8 instead of throwing (fields may echo client-sent header values).
+  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (g_sink) {
+    g_sink(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+}  // namespace medq::serve

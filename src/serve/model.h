@@ -1,0 +1,91 @@
+// Model bundles of `medq serve` and the compressed/fp32 selection.
+//
+// Bundle layout (one sub-directory per served model; the directory name is the model name):
+//   MODEL_DIR/<name>/fp32.onnx    required: the reference model (fallback)
+//   MODEL_DIR/<name>/model.onnx   optional: the compressed (e.g. int8) model
+//   MODEL_DIR/<name>/report.json  optional: `medq validate --reference fp32.onnx --candidate
+//                                 model.onnx` report; gate.verdict must be "APPROVED" and
+//                                 models.candidate.sha256 must match model.onnx
+// Labels and preprocessing come from the fp32 model's metadata_props ("labels", "preprocess"),
+// as in `medq run`.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "runtime/session.h"
+#include "serve/config.h"
+#include "serve/metrics.h"
+
+namespace medq::serve {
+
+// Whether the CPU has int8 dot-product instructions (AVX512_VNNI or AVX_VNNI, via cpuid).
+bool cpu_has_vnni();
+
+struct RunOutput {
+  Tensor logits;            // [rows, classes] float32
+  std::string model_used;   // "compressed" | "fp32"
+  bool fallback = false;    // the compressed run failed and fp32 answered
+};
+
+class ServedModel {
+ public:
+  // Loads DIR (one bundle), compiles the sessions and warms them up (batch 1 and max_batch).
+  static Result<std::shared_ptr<ServedModel>> load(const std::string& name, const std::string& dir,
+                                                   const ServeConfig& cfg, Metrics* metrics);
+
+  const std::string& name() const { return name_; }
+  const std::vector<std::string>& labels() const { return labels_; }
+  const Shape& input_shape() const { return input_shape_; }  // [-1 or N, C, H, W] as in fp32.onnx
+  const std::string& input_name() const { return input_name_; }
+  const std::string& output_name() const { return output_name_; }
+  int64_t num_classes() const { return num_classes_; }
+  bool has_compressed() const { return compressed_ != nullptr; }
+  std::string active() const { return use_compressed_.load() ? "compressed" : "fp32"; }
+  std::string selection_reason() const {
+    std::lock_guard<std::mutex> lk(reason_mu_);
+    return reason_;
+  }
+
+  // Decoded image -> one input row (C*H*W floats), with the model's preprocessing.
+  Result<std::vector<float>> preprocess(const Image& img) const;
+  // Runs a [rows, C, H, W] batch with fallback and shadow validation. Thread-safe; the batcher
+  // calls it from one thread per model.
+  Result<RunOutput> run(const Tensor& x);
+
+ private:
+  void record_shadow(const Tensor& a, const Tensor& b);
+  void switch_to_fp32(const std::string& why);
+
+  std::string name_, reason_;
+  ServeConfig cfg_;
+  Metrics* metrics_ = nullptr;
+  std::unique_ptr<Session> fp32_, compressed_;
+  std::vector<std::string> labels_;
+  PreprocessConfig pre_;
+  Shape input_shape_;
+  std::string input_name_, output_name_;
+  int64_t num_classes_ = 0;
+  std::atomic<bool> use_compressed_{false};
+  mutable std::mutex reason_mu_;  // reason_ changes on a switch
+  std::mutex shadow_mu_;
+  double shadow_acc_ = 0;          // fraction accumulator: deterministic sampling
+  std::deque<bool> shadow_window_;
+  int shadow_disagree_ = 0;
+};
+
+// Sub-directories of model_dir that hold fp32.onnx, sorted.
+Result<std::vector<std::string>> list_bundles(const std::string& model_dir);
+
+// Converts logits rows to probabilities (softmax unless a row already is a distribution).
+std::vector<float> to_probabilities(const float* row, int64_t n);
+
+}  // namespace medq::serve

@@ -1,0 +1,511 @@
+// medq serve against a real server on loopback (ephemeral port), with httplib::Client.
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "serve_test_util.h"
+
+namespace medq::serve_test {
+namespace {
+
+using serve::Server;
+using serve::ServeConfig;
+
+struct Running {
+  std::unique_ptr<Server> server;
+  std::unique_ptr<httplib::Client> cli;
+};
+
+Running start(const ServeConfig& cfg) {
+  Running r;
+  r.server = std::make_unique<Server>(cfg);
+  Status st = r.server->start();
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  r.cli = std::make_unique<httplib::Client>("127.0.0.1", r.server->port());
+  r.cli->set_read_timeout(20, 0);
+  return r;
+}
+
+// {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 3, 8, 8], "data": [...]}]} with
+// channel c of row r filled with vals[r][c].
+std::string infer_body(const std::vector<std::array<float, 3>>& vals) {
+  std::vector<float> data;
+  for (const auto& v : vals)
+    for (int c = 0; c < 3; ++c) data.insert(data.end(), 64, v[c]);
+  json j = {{"id", "req-1"},
+            {"inputs", json::array({{{"name", "x"},
+                                     {"datatype", "FP32"},
+                                     {"shape", {static_cast<int64_t>(vals.size()), 3, 8, 8}},
+                                     {"data", data}}})}};
+  return j.dump();
+}
+
+TEST(ServeServer, EndpointsAnswerWithRealOutputs) {
+  LogCapture logs;
+  std::string dir = temp_dir("endpoints");
+  write_bundle(dir, "tiny", "agree");
+  auto r = start(base_config(dir));
+  httplib::Client& c = *r.cli;
+
+  auto live = c.Get("/v2/health/live");
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  auto ready = c.Get("/v2/health/ready");
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_EQ(body_json(ready)["ready"], true);
+
+  auto meta = c.Get("/v2/models/tiny");
+  ASSERT_EQ(meta->status, 200);
+  json m = body_json(meta);
+  EXPECT_EQ(m["inputs"][0]["name"], "x");
+  EXPECT_EQ(m["inputs"][0]["shape"], json({-1, 3, 8, 8}));
+  EXPECT_EQ(m["outputs"][0]["shape"], json({-1, 3}));
+  EXPECT_EQ(m["parameters"]["labels"], json({"red", "green", "blue"}));
+  EXPECT_EQ(m["parameters"]["active"], "compressed");
+  EXPECT_EQ(c.Get("/v2/models/tiny/ready")->status, 200);
+  EXPECT_EQ(c.Get("/v2/models/nope")->status, 404);
+  EXPECT_EQ(c.Get("/v2/models/nope/ready")->status, 404);
+
+  // KServe v2 infer: logits = 4 * channel mean + bias, computed here independently.
+  auto inf = c.Post("/v2/models/tiny/infer", infer_body({{0.5f, 0.25f, 0.f}, {0.f, 0.f, 1.f}}), "application/json");
+  ASSERT_EQ(inf->status, 200) << inf->body;
+  json ij = body_json(inf);
+  EXPECT_EQ(ij["id"], "req-1");
+  EXPECT_EQ(ij["model_name"], "tiny");
+  EXPECT_EQ(ij["outputs"][0]["shape"], json({2, 3}));
+  EXPECT_EQ(ij["parameters"]["model_used"], "compressed");
+  std::vector<float> want = {2.1f, 1.f, -0.1f, 0.1f, 0.f, 3.9f};
+  auto got = ij["outputs"][0]["data"].get<std::vector<float>>();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+
+  // v1 predict, raw body: the PNG decoded + preprocessed; probabilities sum to 1.
+  std::string png = png_bytes();
+  auto p = c.Post("/v1/models/tiny/predict", png, "image/png");
+  ASSERT_EQ(p->status, 200) << p->body;
+  json pj = body_json(p);
+  EXPECT_EQ(pj["model"], "tiny");
+  EXPECT_EQ(pj["model_used"], "compressed");
+  EXPECT_EQ(pj["fallback"], false);
+  EXPECT_FALSE(pj["request_id"].get<std::string>().empty());
+  EXPECT_EQ(p->get_header_value("X-Request-Id"), pj["request_id"]);
+  auto probs = pj["probabilities"].get<std::vector<float>>();
+  ASSERT_EQ(probs.size(), 3u);
+  EXPECT_NEAR(probs[0] + probs[1] + probs[2], 1.0, 1e-5);
+  int top = pj["top_index"];
+  EXPECT_EQ(pj["top_class"], pj["labels"][top]);
+  for (float q : probs) EXPECT_LE(q, probs[top]);
+
+  // The same image as multipart: identical answer; client request ids are echoed.
+  httplib::MultipartFormDataItems items = {{"image", png, "scan.png", "image/png"}};
+  auto pm = c.Post("/v1/models/tiny/predict", {{"X-Request-Id", "abc-123"}}, items);
+  ASSERT_EQ(pm->status, 200) << pm->body;
+  EXPECT_EQ(body_json(pm)["request_id"], "abc-123");
+  EXPECT_EQ(body_json(pm)["probabilities"], pj["probabilities"]);
+
+  // predict_batch: two images, results in order.
+  httplib::MultipartFormDataItems two = {{"images", png, "a.png", "image/png"},
+                                         {"images", png_bytes("synth_444.jpg"), "b.jpg", "image/jpeg"}};
+  auto pb = c.Post("/v1/models/tiny/predict_batch", two);
+  ASSERT_EQ(pb->status, 200) << pb->body;
+  json bj = body_json(pb);
+  ASSERT_EQ(bj["results"].size(), 2u);
+  EXPECT_EQ(bj["results"][0]["filename"], "a.png");
+  EXPECT_EQ(bj["results"][0]["probabilities"], pj["probabilities"]);
+  EXPECT_EQ(bj["results"][1]["filename"], "b.jpg");
+
+  // Metrics: the requests, model_used rows and histograms.
+  auto mt = c.Get("/metrics");
+  ASSERT_EQ(mt->status, 200);
+  const std::string& t = mt->body;
+  EXPECT_NE(t.find("medq_requests_total{endpoint=\"predict\",code=\"200\"} 2"), std::string::npos) << t;
+  EXPECT_NE(t.find("medq_model_used_total{model=\"tiny\",variant=\"compressed\"} 6"), std::string::npos) << t;
+  EXPECT_NE(t.find("medq_errors_total{code=\"404\"} 2"), std::string::npos);
+  EXPECT_NE(t.find("medq_compute_seconds_bucket{model=\"tiny\",le=\"+Inf\"}"), std::string::npos);
+  EXPECT_NE(t.find("medq_queue_seconds_count{model=\"tiny\"}"), std::string::npos);
+  EXPECT_NE(t.find("medq_batch_size_bucket"), std::string::npos);
+  EXPECT_EQ(c.Get("/v3/nothing")->status, 404);
+
+  // Access logs are JSON lines with the request id.
+  bool found = false;
+  for (const auto& l : logs.lines()) {
+    json j = json::parse(l, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << l;
+    if (j["event"] == "request" && j.value("request_id", "") == "abc-123") found = true;
+  }
+  EXPECT_TRUE(found);
+  r.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, MalformedAndOversizedUploads) {
+  LogCapture logs;
+  std::string dir = temp_dir("malformed");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.max_body_bytes = 64 * 1024;
+  cfg.max_pixels = 1000;
+  auto r = start(cfg);
+  httplib::Client& c = *r.cli;
+
+  auto garbage = c.Post("/v1/models/tiny/predict", "definitely not an image", "application/octet-stream");
+  EXPECT_EQ(garbage->status, 415);
+  EXPECT_NE(body_json(garbage)["error"].get<std::string>().find("not a PNG, JPEG or DICOM"), std::string::npos);
+  EXPECT_EQ(c.Post("/v1/models/tiny/predict", "", "image/png")->status, 400);
+  std::string png = png_bytes();
+  auto trunc = c.Post("/v1/models/tiny/predict", png.substr(0, png.size() / 2), "image/png");
+  EXPECT_EQ(trunc->status, 400) << trunc->body;
+
+  auto big = c.Post("/v1/models/tiny/predict", std::string(100 * 1024, 'x'), "image/png");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+
+  // 40x30 = 1200 pixels > max_pixels: rejected from the header, before decoding.
+  auto bomb = read_file(std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/synth_444.jpg");
+  ASSERT_TRUE(bomb.is_ok());
+  auto bj = c.Post("/v1/models/tiny/predict", bomb.value(), "image/jpeg");
+  EXPECT_EQ(bj->status, 413) << bj->body;
+  EXPECT_NE(bj->body.find("decompression bomb"), std::string::npos);
+
+  // Multipart without an image part; two images on predict.
+  httplib::MultipartFormDataItems none = {{"comment", "hi", "", "text/plain"}};
+  EXPECT_EQ(c.Post("/v1/models/tiny/predict", none)->status, 400);
+  httplib::MultipartFormDataItems two = {{"image", png, "a.png", "image/png"}, {"image", png, "b.png", "image/png"}};
+  EXPECT_EQ(c.Post("/v1/models/tiny/predict", two)->status, 400);
+  EXPECT_EQ(c.Post("/v1/models/tiny/predict_batch", png, "image/png")->status, 400);
+
+  // KServe shape / datatype / JSON checks.
+  EXPECT_EQ(c.Post("/v2/models/tiny/infer", "{not json", "application/json")->status, 400);
+  json wrong = json::parse(infer_body({{1, 0, 0}}));
+  wrong["inputs"][0]["shape"] = {1, 3, 8, 4};
+  auto ws = c.Post("/v2/models/tiny/infer", wrong.dump(), "application/json");
+  EXPECT_EQ(ws->status, 400);
+  EXPECT_NE(ws->body.find("[-1,3,8,8]"), std::string::npos) << ws->body;
+  json dt = json::parse(infer_body({{1, 0, 0}}));
+  dt["inputs"][0]["datatype"] = "INT64";
+  EXPECT_EQ(c.Post("/v2/models/tiny/infer", dt.dump(), "application/json")->status, 400);
+  json shortd = json::parse(infer_body({{1, 0, 0}}));
+  shortd["inputs"][0]["data"].erase(0);
+  EXPECT_EQ(c.Post("/v2/models/tiny/infer", shortd.dump(), "application/json")->status, 400);
+
+  // Corrupt DICOM (truncated pixel data) -> 4xx, never 5xx; the server keeps serving.
+  const std::string dcm = std::string(MEDQ_SHARED_DATA) + "/dicom/MR_truncated.dcm";
+  if (fs::exists(dcm)) {
+    auto d = c.Post("/v1/models/tiny/predict", read_file(dcm).value(), "application/dicom");
+    EXPECT_GE(d->status, 400);
+    EXPECT_LT(d->status, 500) << d->body;
+  }
+  EXPECT_EQ(c.Post("/v1/models/tiny/predict", png, "image/png")->status, 200);
+  r.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, DicomLogsCarryNoPatientData) {
+  const std::string dcm = std::string(MEDQ_SHARED_DATA) + "/dicom/MR_small.dcm";
+  if (!fs::exists(dcm)) GTEST_SKIP() << "shared data not found: " << dcm;
+  LogCapture logs;
+  std::string dir = temp_dir("dicom");
+  write_bundle(dir, "tiny", "");
+  auto r = start(base_config(dir));
+  std::string bytes = read_file(dcm).value();
+  ASSERT_NE(bytes.find("CompressedSamples^MR1"), std::string::npos);  // the PatientName in the file
+  httplib::MultipartFormDataItems items = {{"image", bytes, "Doe^John.dcm", "application/dicom"}};
+  auto p = r.cli->Post("/v1/models/tiny/predict", items);
+  ASSERT_EQ(p->status, 200) << p->body;
+  EXPECT_EQ(body_json(p)["model_used"], "fp32");
+  r.server->shutdown();
+  std::string all = logs.all();
+  EXPECT_NE(all.find(body_json(p)["request_id"].get<std::string>()), std::string::npos);
+  EXPECT_EQ(all.find("CompressedSamples"), std::string::npos);
+  EXPECT_EQ(all.find("Doe^John"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, ApiKeysRateLimitAndCors) {
+  LogCapture logs;
+  std::string dir = temp_dir("auth");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.api_keys = {{"alice", serve::hash_api_key("alice-secret")}, {"bob", serve::hash_api_key("bob-secret")}};
+  cfg.rate_limit_rps = 0.5;
+  cfg.rate_limit_burst = 3;
+  cfg.cors_origins = {"https://viewer.example"};
+  auto r = start(cfg);
+  httplib::Client& c = *r.cli;
+  std::string body = infer_body({{1, 0, 0}});
+
+  EXPECT_EQ(c.Get("/v2/health/live")->status, 200);  // health needs no key
+  auto none = c.Post("/v2/models/tiny/infer", body, "application/json");
+  EXPECT_EQ(none->status, 401);
+  EXPECT_NE(none->body.find("missing API key"), std::string::npos);
+  auto wrong = c.Post("/v2/models/tiny/infer", {{"Authorization", "Bearer alice-secreT"}}, body, "application/json");
+  EXPECT_EQ(wrong->status, 401);
+  EXPECT_NE(wrong->body.find("invalid API key"), std::string::npos);
+  EXPECT_EQ(c.Get("/metrics")->status, 401);
+
+  // alice: burst of 3, then 429 with Retry-After; bob has his own bucket.
+  httplib::Headers alice = {{"Authorization", "Bearer alice-secret"}};
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.Post("/v2/models/tiny/infer", alice, body, "application/json")->status, 200);
+  auto limited = c.Post("/v2/models/tiny/infer", alice, body, "application/json");
+  EXPECT_EQ(limited->status, 429);
+  int retry = std::stoi(limited->get_header_value("Retry-After"));
+  EXPECT_GE(retry, 1);
+  EXPECT_LE(retry, 2);
+  EXPECT_EQ(c.Post("/v2/models/tiny/infer", {{"X-API-Key", "bob-secret"}}, body, "application/json")->status, 200);
+
+  // CORS: the allowed origin is echoed, others get no CORS headers; preflight 204 / 403.
+  auto ok = c.Get("/v2/health/ready", {{"Origin", "https://viewer.example"}});
+  EXPECT_EQ(ok->get_header_value("Access-Control-Allow-Origin"), "https://viewer.example");
+  auto bad = c.Get("/v2/health/ready", {{"Origin", "https://evil.example"}});
+  EXPECT_FALSE(bad->has_header("Access-Control-Allow-Origin"));
+  auto pre = c.Options("/v1/models/tiny/predict", {{"Origin", "https://viewer.example"},
+                                                   {"Access-Control-Request-Method", "POST"}});
+  EXPECT_EQ(pre->status, 204);
+  EXPECT_NE(pre->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  EXPECT_EQ(c.Options("/v1/models/tiny/predict", {{"Origin", "https://evil.example"}})->status, 403);
+  r.server->shutdown();
+  // The keys never reach the logs.
+  EXPECT_EQ(logs.all().find("alice-secret"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, FullQueueAnswers503AndDeadline504) {
+  LogCapture logs;
+  std::string dir = temp_dir("queue");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.queue_capacity = 1;
+  cfg.max_batch = 64;
+  cfg.max_delay_ms = 400;  // the first request waits for company, holding the only queue slot
+  auto r = start(cfg);
+  std::string body = infer_body({{1, 0, 0}});
+  int first_status = 0;
+  std::thread t([&] {
+    httplib::Client c("127.0.0.1", r.server->port());
+    auto res = c.Post("/v2/models/tiny/infer", body, "application/json");
+    first_status = res ? res->status : -1;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto full = r.cli->Post("/v2/models/tiny/infer", body, "application/json");
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->status, 503);
+  EXPECT_EQ(full->get_header_value("Retry-After"), "1");
+  t.join();
+  EXPECT_EQ(first_status, 200);
+  r.server->shutdown();
+
+  // Deadline shorter than the batching delay: 504, and the server keeps answering.
+  cfg.queue_capacity = 16;
+  cfg.deadline_ms = 50;
+  auto r2 = start(cfg);
+  auto late = r2.cli->Post("/v2/models/tiny/infer", body, "application/json");
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->status, 504);
+  EXPECT_NE(r2.cli->Get("/metrics")->body.find("medq_errors_total{code=\"504\"} 1"), std::string::npos);
+  r2.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, ForcedCompressedFailureFallsBackToFp32) {
+  LogCapture logs;
+  std::string dir = temp_dir("fallback");
+  write_bundle(dir, "tiny", "agree");
+  ServeConfig cfg = base_config(dir);
+  cfg.debug_fail_compressed = true;
+  auto r = start(cfg);
+  EXPECT_EQ(body_json(r.cli->Get("/v2/models/tiny"))["parameters"]["active"], "compressed");
+  auto a = r.cli->Post("/v2/models/tiny/infer", infer_body({{1, 0, 0}}), "application/json");
+  ASSERT_EQ(a->status, 200) << a->body;  // the failing run is answered by fp32, not an error
+  EXPECT_EQ(body_json(a)["parameters"]["model_used"], "fp32");
+  auto p = r.cli->Post("/v1/models/tiny/predict", png_bytes(), "image/png");
+  ASSERT_EQ(p->status, 200);
+  EXPECT_EQ(body_json(p)["model_used"], "fp32");
+  EXPECT_EQ(body_json(p)["fallback"], false);  // already switched: no second failure
+  json meta = body_json(r.cli->Get("/v2/models/tiny"));
+  EXPECT_EQ(meta["parameters"]["active"], "fp32");
+  EXPECT_NE(meta["parameters"]["selection_reason"].get<std::string>().find("run_error"), std::string::npos);
+  std::string m = r.cli->Get("/metrics")->body;
+  EXPECT_NE(m.find("medq_fallbacks_total{model=\"tiny\",reason=\"run\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("medq_model_used_total{model=\"tiny\",variant=\"fp32\"} 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("medq_model_active{model=\"tiny\",variant=\"fp32\"} 1"), std::string::npos) << m;
+  r.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, CompressedModelSelection) {
+  LogCapture logs;
+  std::string dir = temp_dir("select");
+  write_bundle(dir, "corrupt", "corrupt");
+  write_bundle(dir, "rejected", "agree", "REJECTED");
+  write_bundle(dir, "noreport", "agree", "");
+  write_bundle(dir, "good", "agree");
+  // A report for another file: the sha256 check refuses the compressed model.
+  fs::create_directories(dir + "/good2");
+  { Status ws = write_file_atomic(dir + "/good2/fp32.onnx", tiny_model_bytes(kAgreeW())); ASSERT_TRUE(ws.is_ok()) << ws.message(); }
+  ASSERT_TRUE(write_file_atomic(dir + "/good2/model.onnx", tiny_model_bytes(kDisagreeW())).is_ok());
+  fs::copy_file(dir + "/good/report.json", dir + "/good2/report.json");
+  auto r = start(base_config(dir));
+  auto active = [&](const std::string& n) {
+    return body_json(r.cli->Get("/v2/models/" + n))["parameters"];
+  };
+  EXPECT_EQ(active("good")["active"], "compressed");
+  for (const char* n : {"corrupt", "rejected", "noreport", "good2"}) EXPECT_EQ(active(n)["active"], "fp32") << n;
+  EXPECT_NE(active("corrupt")["selection_reason"].get<std::string>().find("failed to load"), std::string::npos);
+  EXPECT_NE(active("rejected")["selection_reason"].get<std::string>().find("REJECTED"), std::string::npos);
+  EXPECT_NE(active("good2")["selection_reason"].get<std::string>().find("sha256"), std::string::npos);
+  auto p = r.cli->Post("/v1/models/corrupt/predict", png_bytes(), "image/png");
+  ASSERT_EQ(p->status, 200);
+  EXPECT_EQ(body_json(p)["model_used"], "fp32");
+  EXPECT_NE(r.cli->Get("/metrics")->body.find("medq_fallbacks_total{model=\"corrupt\",reason=\"load\"} 1"),
+            std::string::npos);
+  r.server->shutdown();
+
+  // selection fp32 ignores an approved compressed model.
+  ServeConfig cfg = base_config(dir);
+  cfg.selection = "fp32";
+  auto r2 = start(cfg);
+  EXPECT_EQ(body_json(r2.cli->Get("/v2/models/good"))["parameters"]["active"], "fp32");
+  r2.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, ShadowDisagreementSwitchesToFp32) {
+  LogCapture logs;
+  std::string dir = temp_dir("shadow");
+  write_bundle(dir, "tiny", "disagree");
+  ServeConfig cfg = base_config(dir);
+  cfg.max_batch = 1;
+  cfg.shadow_fraction = 1.0;
+  cfg.shadow_window = 4;
+  cfg.shadow_threshold = 0.5;
+  auto r = start(cfg);
+  std::vector<std::string> used;
+  for (int i = 0; i < 6; ++i) {
+    auto a = r.cli->Post("/v2/models/tiny/infer", infer_body({{0.9f, 0.1f, 0.1f}}), "application/json");
+    ASSERT_EQ(a->status, 200);
+    json j = body_json(a);
+    used.push_back(j["parameters"]["model_used"]);
+    // The answer always comes from the model named in model_used.
+    auto d = j["outputs"][0]["data"].get<std::vector<float>>();
+    int top = static_cast<int>(std::max_element(d.begin(), d.end()) - d.begin());
+    EXPECT_EQ(top, used.back() == "compressed" ? 2 : 0) << i;
+  }
+  // Four disagreeing shadow rows fill the window (rate 1 > 0.5): requests 5 and 6 use fp32.
+  EXPECT_EQ(used, (std::vector<std::string>{"compressed", "compressed", "compressed", "compressed", "fp32", "fp32"}));
+  std::string m = r.cli->Get("/metrics")->body;
+  EXPECT_NE(m.find("medq_shadow_disagreements_total{model=\"tiny\"} 4"), std::string::npos) << m;
+  EXPECT_NE(m.find("medq_model_switches_total{model=\"tiny\",reason=\"shadow_disagreement\"} 1"), std::string::npos);
+  r.server->shutdown();
+
+  // An agreeing compressed model is never switched.
+  write_bundle(dir, "tiny", "agree");
+  auto r2 = start(cfg);
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(body_json(r2.cli->Post("/v2/models/tiny/infer", infer_body({{0.9f, 0.1f, 0.1f}}), "application/json"))
+                  ["parameters"]["model_used"],
+              "compressed");
+  EXPECT_NE(r2.cli->Get("/metrics")->body.find("medq_shadow_rows_total{model=\"tiny\"} 6"), std::string::npos);
+  r2.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, GracefulShutdownAnswersInFlightRequests) {
+  LogCapture logs;
+  std::string dir = temp_dir("shutdown");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.max_batch = 64;
+  cfg.max_delay_ms = 2000;  // requests sit in the queue while shutdown begins
+  auto r = start(cfg);
+  const int n = 8;
+  std::vector<int> status(n, 0);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < n; ++i)
+    ts.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", r.server->port());
+      c.set_read_timeout(20, 0);
+      auto res = c.Post("/v2/models/tiny/infer", infer_body({{1, 0, 0}}), "application/json");
+      status[i] = res ? res->status : -1;
+    });
+  // Shut down once all n requests were accepted and sit in the batch queue.
+  auto s = r.server->slot("tiny");
+  ASSERT_TRUE(s);
+  for (int i = 0; i < 2000 && s->batcher->queued_rows() < n; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(s->batcher->queued_rows(), n);
+  s.reset();
+  r.server->shutdown();  // returns once every in-flight request was answered
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < n; ++i) EXPECT_EQ(status[i], 200) << "request " << i;
+  EXPECT_FALSE(r.server->ready());
+  httplib::Client after("127.0.0.1", r.server->port());
+  after.set_connection_timeout(1, 0);
+  EXPECT_FALSE(after.Get("/v2/health/live"));  // no longer accepting
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, ReloadWithoutRestart) {
+  LogCapture logs;
+  std::string dir = temp_dir("reload");
+  write_bundle(dir, "tiny", "");
+  auto r = start(base_config(dir));
+  EXPECT_EQ(body_json(r.cli->Get("/v2/models/tiny"))["parameters"]["active"], "fp32");
+  // A compressed model + approving report appear: reload picks them up.
+  write_bundle(dir, "tiny", "agree");
+  auto l = r.cli->Post("/v2/repository/models/tiny/load", "", "application/json");
+  ASSERT_EQ(l->status, 200) << l->body;
+  EXPECT_EQ(body_json(l)["active"], "compressed");
+  auto a = r.cli->Post("/v2/models/tiny/infer", infer_body({{1, 0, 0}}), "application/json");
+  EXPECT_EQ(body_json(a)["parameters"]["model_used"], "compressed");
+  // A broken fp32 model: reload fails, the previous version keeps serving.
+  ASSERT_TRUE(write_file_atomic(dir + "/tiny/fp32.onnx", "broken").is_ok());
+  auto bad = r.cli->Post("/v2/repository/models/tiny/load", "", "application/json");
+  EXPECT_GE(bad->status, 400);
+  EXPECT_NE(bad->body.find("previous version keeps serving"), std::string::npos);
+  EXPECT_EQ(r.cli->Post("/v2/models/tiny/infer", infer_body({{1, 0, 0}}), "application/json")->status, 200);
+  EXPECT_EQ(r.cli->Post("/v2/repository/models/nope/load", "", "application/json")->status, 404);
+  r.server->shutdown();
+  fs::remove_all(dir);
+}
+
+TEST(ServeServer, StartErrorsAreClear) {
+  LogCapture logs;
+  std::string dir = temp_dir("empty");
+  Server s1(base_config(dir));
+  Status st = s1.start();
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("holds no bundle"), std::string::npos) << st.message();
+  Server s2(base_config(dir + "/missing"));
+  EXPECT_NE(s2.start().message().find("does not exist"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// The reference brain model served end to end: logits match PyTorch's for a test image.
+TEST(ServeServer, ReferenceModelMatchesPytorchLogits) {
+  const std::string model = std::string(MEDQ_SHARED_DATA) + "/models/brain_resnet18.onnx";
+  const std::string img = std::string(MEDQ_SHARED_DATA) + "/brain_mri/test/glioma/Te-glTr_0000.jpg";
+  if (!fs::exists(model) || !fs::exists(img)) GTEST_SKIP() << "shared data not found: " << model;
+  LogCapture logs;
+  std::string dir = temp_dir("brain");
+  fs::create_directories(dir + "/brain");
+  fs::copy_file(model, dir + "/brain/fp32.onnx");
+  ServeConfig cfg = base_config(dir);
+  cfg.threads = 2;
+  cfg.max_batch = 1;  // warm-up at batch 1 only: keeps the test fast on 2 cores
+  auto r = start(cfg);
+  auto p = r.cli->Post("/v1/models/brain/predict", read_file(img).value(), "image/jpeg");
+  ASSERT_EQ(p->status, 200) << p->body;
+  json j = body_json(p);
+  EXPECT_EQ(j["top_class"], "glioma");
+  // test/glioma/Te-glTr_0000.jpg in brain_resnet18_test_logits.csv
+  std::vector<float> want = {3.473657f, -1.065293f, -0.711898f, -1.119550f};
+  auto got = j["logits"].get<std::vector<float>>();
+  ASSERT_EQ(got.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[i], want[i], 2e-3) << i;
+  EXPECT_EQ(j["labels"], json({"glioma", "meningioma", "notumor", "pituitary"}));
+  r.server->shutdown();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace medq::serve_test
