@@ -1,10 +1,17 @@
 // `medq quantize MODEL --calib DATA -o OUT.onnx`: static int8 QDQ quantization with
 // calibration on a (balanced) sample of a dataset, or `--mode dynamic`.
 // The output is a standard ONNX QDQ model (see quant/quantize.h).
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
@@ -12,6 +19,10 @@
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "onnx/model_io.h"
+#include "eval/gate.h"
+#include "eval/metrics.h"
+#include "eval/runner.h"
+#include "quant/mixed_precision.h"
 #include "quant/quantize.h"
 
 namespace medq::cli {
@@ -37,7 +48,20 @@ const char* kUsage =
     "  --exclude NAME|OP[,...]    keep these nodes / op types in fp32 (repeatable)\n"
     "  --quantize-outputs         also quantize graph outputs (logits)\n"
     "  --mode static|dynamic      dynamic: int8 MatMul/Gemm weights, activations quantized at run time\n"
-    "  --report R.json            per-layer ranges, scales, zero points, sizes, calibration sample\n"
+    "  --report R.json            per-layer ranges, scales, zero points, sizes, calibration sample,\n"
+    "                             peak memory; with --max-drop also per-layer sensitivity and each step\n"
+    "\n"
+    "Accuracy-driven mixed precision (static mode):\n"
+    "  --max-drop D               largest allowed metric drop vs fp32 (e.g. 0.005 = 0.5 points); layers\n"
+    "                             are fallen back to fp32, most harmful first, until it holds; exit 1 and\n"
+    "                             no model written when it only holds with every layer fp32\n"
+    "  --min-agreement A          also require int8/fp32 top-1 agreement >= A on the evaluation data\n"
+    "                             (e.g. 0.99); with or without --max-drop\n"
+    "  --eval DATA                evaluation data (must not share images with the calibration sample)\n"
+    "  --eval-split NAME          its split (default: val, else test, else all rows)\n"
+    "  --eval-samples N           evaluate on a label-balanced sample of N images (default: all)\n"
+    "  --metric M                 accuracy | balanced_accuracy | macro_f1 (default: accuracy)\n"
+    "  --sensitivity-samples N    evaluation images used for the per-layer sensitivity (default: 32)\n"
     "  --quiet                    no progress\n"
     "  preprocessing overrides: --color --resize W,H --interpolation --scale --mean --std --layout\n";
 
@@ -70,6 +94,45 @@ std::string mb(int64_t b) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.2f MB", b / 1e6);
   return buf;
+}
+
+// Peak resident set size of this process so far (getrusage: KiB on Linux).
+double peak_rss_mib() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+// Identity of a sample's image for the calibration/evaluation overlap check: the resolved file
+// (so "a/../x.png" and "x.png" match), or for npz rows the archive plus the row id.
+std::string sample_key(const Dataset& ds, size_t i) {
+  const Sample& s = ds.sample(i);
+  std::string p = s.path.empty() ? ds.spec().path : s.path;
+  char buf[PATH_MAX];
+  if (::realpath(p.c_str(), buf)) p = buf;
+  return s.path.empty() ? p + "#" + s.id : p;
+}
+
+// The metric of --metric from evaluation logits.
+Result<double> metric_value(const std::string& metric, const std::vector<float>& logits, int k,
+                            const std::vector<int>& y) {
+  eval::ProbMatrix probs = eval::to_probabilities(logits, k);
+  eval::MetricOptions mo;
+  mo.keep_curves = false;
+  eval::ModelMetrics mm = eval::compute_metrics(probs, y, mo);
+  if (metric == "accuracy") return mm.accuracy;
+  if (metric == "balanced_accuracy") return mm.balanced_accuracy;
+  if (metric == "macro_f1") return mm.macro_f1;
+  return invalid_argument("--metric: expected accuracy, balanced_accuracy or macro_f1, got '" + metric + "'");
+}
+
+std::vector<int> argmax_rows(const std::vector<float>& logits, int k) {
+  std::vector<int> r(logits.size() / k);
+  for (size_t i = 0; i < r.size(); ++i) {
+    const float* p = logits.data() + i * k;
+    r[i] = static_cast<int>(std::max_element(p, p + k) - p);
+  }
+  return r;
 }
 
 // "-o X" -> "--output X"; collects every --exclude value (repeatable).
@@ -129,6 +192,45 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
   auto batch_flag = a.get_int("--batch", 16);
   if (!batch_flag.is_ok()) return report_error(batch_flag.status());
   if (batch_flag.value() <= 0) return report_error(invalid_argument("--batch: expected a positive integer"));
+
+  // Mixed precision flags (checked before any long work).
+  const bool use_eval = a.has("--eval");
+  double max_drop = std::numeric_limits<double>::infinity();
+  if (a.has("--max-drop")) {
+    auto d = a.get_double("--max-drop", 0);
+    if (!d.is_ok()) return report_error(d.status());
+    max_drop = d.value();
+    if (!(max_drop >= 0 && max_drop < 1))
+      return report_error(invalid_argument("--max-drop: expected a metric drop in [0, 1) (0.005 = 0.5 points), got " +
+                                           a.get("--max-drop")));
+    if (!use_eval)
+      return report_error(invalid_argument(
+          "--max-drop needs --eval DATA: held-out evaluation data (not the calibration images) to measure the drop on"));
+  }
+  double min_agreement = 0;
+  if (a.has("--min-agreement")) {
+    auto d = a.get_double("--min-agreement", 0);
+    if (!d.is_ok()) return report_error(d.status());
+    min_agreement = d.value();
+    if (!(min_agreement > 0 && min_agreement <= 1))
+      return report_error(invalid_argument("--min-agreement: expected a fraction in (0, 1] (0.99 = 99%), got " +
+                                           a.get("--min-agreement")));
+  }
+  for (const char* f : {"--eval-split", "--eval-samples", "--metric", "--sensitivity-samples", "--min-agreement"})
+    if (a.has(f) && !use_eval) return report_error(invalid_argument(std::string(f) + " needs --eval DATA"));
+  if (use_eval && o.mode == "dynamic")
+    return report_error(invalid_argument("--eval/--max-drop work with --mode static only"));
+  const std::string metric = a.get("--metric", "accuracy");
+  if (metric != "accuracy" && metric != "balanced_accuracy" && metric != "macro_f1")
+    return report_error(
+        invalid_argument("--metric: expected accuracy, balanced_accuracy or macro_f1, got '" + metric + "'"));
+  auto eval_samples = a.get_int("--eval-samples", 0);
+  if (!eval_samples.is_ok()) return report_error(eval_samples.status());
+  if (a.has("--eval-samples") && eval_samples.value() <= 0)
+    return report_error(invalid_argument("--eval-samples: expected a positive integer"));
+  auto sens_samples = a.get_int("--sensitivity-samples", 32);
+  if (!sens_samples.is_ok()) return report_error(sens_samples.status());
+  if (sens_samples.value() <= 0) return report_error(invalid_argument("--sensitivity-samples: expected a positive integer"));
 
   auto mr = load_model(model_path);
   if (!mr.is_ok()) return report_error(mr.status());
@@ -200,6 +302,62 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
     int64_t fixed_batch = !in.shape.empty() && in.shape[0] > 0 ? in.shape[0] : 0;
     int batch = fixed_batch > 0 ? static_cast<int>(fixed_batch) : static_cast<int>(batch_flag.value());
 
+    // Evaluation data: opened and checked against the calibration sample before calibrating.
+    std::unique_ptr<Dataset> eds;
+    std::vector<size_t> eval_idx;
+    std::vector<int> eval_y;
+    std::vector<std::string> class_names;
+    if (use_eval) {
+      DatasetSpec es;
+      es.path = a.get("--eval");
+      es.label_column = spec.label_column;
+      es.label_names = spec.label_names;
+      std::vector<std::string> tries = a.has("--eval-split") ? std::vector<std::string>{a.get("--eval-split")}
+                                                             : std::vector<std::string>{"val", "test", ""};
+      Status last = Status::ok();
+      for (const auto& sp : tries) {
+        es.split = sp;
+        auto d = Dataset::open(es);
+        if (d.is_ok()) {
+          eds = std::move(d.value());
+          break;
+        }
+        last = d.status();
+      }
+      if (!eds) return report_error(last.with_context("--eval '" + es.path + "'"));
+      if (a.has("--eval-samples")) {
+        auto ei = balanced_sample(*eds, static_cast<size_t>(eval_samples.value()), {"label"},
+                                  static_cast<uint64_t>(seed.value()), nullptr);
+        if (!ei.is_ok()) return report_error(ei.status().with_context("--eval-samples"));
+        eval_idx = ei.value();
+      } else {
+        eval_idx.resize(eds->size());
+        for (size_t i = 0; i < eval_idx.size(); ++i) eval_idx[i] = i;
+      }
+      // The evaluation must not see calibration images (the drop would be measured on data the
+      // ranges were fitted to).
+      std::set<std::string> calib_keys;
+      for (size_t i : idx.value()) calib_keys.insert(sample_key(*ds, i));
+      size_t overlap = 0;
+      std::string example;
+      for (size_t i : eval_idx)
+        if (calib_keys.count(sample_key(*eds, i))) {
+          if (overlap++ == 0) example = eds->sample(i).id;
+        }
+      if (overlap > 0)
+        return report_error(invalid_argument(
+            "--eval: " + std::to_string(overlap) + " of the " + std::to_string(eval_idx.size()) +
+            " evaluation images are also in the calibration sample (e.g. '" + example +
+            "'); evaluate on a disjoint split (--eval-split test, or a manifest 'val' split of held-out rows)"));
+      class_names = spec.label_names.empty() ? eds->label_values() : spec.label_names;
+      auto y = eval::map_labels(*eds, class_names);
+      if (!y.is_ok()) return report_error(y.status().with_context("--eval '" + es.path + "'"));
+      for (size_t i : eval_idx) eval_y.push_back(y.value()[i]);
+      std::printf("evaluation data: %s; %zu images, metric %s\n", eds->describe().c_str(), eval_idx.size(),
+                  metric.c_str());
+      std::fflush(stdout);
+    }
+
     BatchLoader loader(*ds, idx.value(), cfg, batch);
     ProgressOptions popt;
     popt.enabled = !a.has("--quiet");
@@ -216,23 +374,174 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
         return true;
       }
     };
-    auto r = quantize_static(m, o, next, [&](int64_t done) { progress.update(static_cast<size_t>(done)); });
-    if (!r.is_ok()) return report_error(r.status().with_context("'" + model_path + "'"));
+    const Model original = m;
+    if (Status st = prepare_for_quantization(m); !st.is_ok())
+      return report_error(st.with_context("'" + model_path + "'"));
+    auto plan = plan_static(m, o);
+    if (!plan.is_ok()) return report_error(plan.status().with_context("'" + model_path + "'"));
+    auto cal = calibrate_static(m, plan.value(), o, next, [&](int64_t done) { progress.update(static_cast<size_t>(done)); });
+    if (!cal.is_ok()) return report_error(cal.status().with_context("'" + model_path + "'"));
     progress.finish();
-    report = std::move(r.value());
+    std::printf("calibration: %lld samples in %.1f s; histograms %s (%zu tensors, bounded by the bin count)\n",
+                static_cast<long long>(cal.value().samples), cal.value().seconds,
+                mb(cal.value().histogram_bytes).c_str(), cal.value().stats.size());
+    std::fflush(stdout);
+
+    std::vector<std::string> fp32_fallback;
+    if (!use_eval) {
+      auto r = write_qdq(m, plan.value(), cal.value().stats, o);
+      if (!r.is_ok()) return report_error(r.status().with_context("'" + model_path + "'"));
+      report = std::move(r.value());
+    } else {
+      const int k = static_cast<int>(class_names.size());
+      SessionOptions so;
+      auto run_eval = [&](const Model& model, const std::string& what) -> Result<std::vector<float>> {
+        eval::LoadedModel lm;
+        lm.path = what;
+        auto sr = Session::create(model, so);
+        if (!sr.is_ok()) return sr.status().with_context(what);
+        lm.session = std::move(sr.value());
+        std::vector<std::vector<float>> logits;
+        RETURN_IF_ERROR(
+            eval::run_models({&lm}, *eds, eval_idx, cfg, batch, k, !a.has("--quiet"), &logits).with_context("--eval"));
+        return logits[0];
+      };
+      auto ref_logits = run_eval(original, "fp32");
+      if (!ref_logits.is_ok()) return report_error(ref_logits.status());
+      auto ref_metric = metric_value(metric, ref_logits.value(), k, eval_y);
+      if (!ref_metric.is_ok()) return report_error(ref_metric.status());
+      const std::vector<int> ref_pred = argmax_rows(ref_logits.value(), k);
+      std::printf("fp32 %s: %.4f\n", metric.c_str(), ref_metric.value());
+      std::fflush(stdout);
+
+      // The budget goes through the acceptance gate of `medq validate` (one rule on the drop).
+      eval::GatePolicy policy;
+      policy.rules.push_back({"paired." + metric + "_drop", "<=", max_drop, "max"});
+      auto gate_report = [&](double ref, double cand) {
+        return nlohmann::json{{"paired", {{metric + "_drop", ref - cand}}}};
+      };
+      MixedPrecisionOptions mo;
+      mo.reference_metric = ref_metric.value();
+      mo.min_agreement = min_agreement;
+      mo.within_budget = [&](double ref, double cand) {
+        return !std::isfinite(max_drop) || eval::apply_gate(policy, gate_report(ref, cand)).approved;
+      };
+      mo.log = [](const std::string& line) {
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      };
+      // Sensitivity batches: the first images of the (label-balanced) evaluation sample.
+      {
+        std::vector<size_t> sidx(eval_idx.begin(),
+                                 eval_idx.begin() + std::min<size_t>(eval_idx.size(), sens_samples.value()));
+        BatchLoader sl(*eds, sidx, cfg, batch);
+        Batch b;
+        while (sl.next(b)) mo.sensitivity_batches.push_back({b.x});
+        if (!sl.status().is_ok()) return report_error(sl.status().with_context("--eval"));
+      }
+      ProgressOptions sp;
+      sp.enabled = !a.has("--quiet");
+      std::unique_ptr<Progress> sprog;
+      mo.progress = [&](size_t done, size_t total) {
+        if (!sprog) sprog = std::make_unique<Progress>("sensitivity", total, sp);
+        sprog->update(done);
+        if (done == total) sprog->finish();
+      };
+      CandidateEvaluator evaluate = [&](const Model& cand, const std::string& what) -> Result<EvalOutcome> {
+        ASSIGN_OR_RETURN(std::vector<float> logits, run_eval(cand, what));
+        ASSIGN_OR_RETURN(double v, metric_value(metric, logits, k, eval_y));
+        std::vector<int> pred = argmax_rows(logits, k);
+        size_t agree = 0;
+        for (size_t i = 0; i < pred.size(); ++i) agree += pred[i] == ref_pred[i];
+        EvalOutcome ev;
+        ev.metric = v;
+        ev.agreement = pred.empty() ? 0.0 : static_cast<double>(agree) / pred.size();
+        ev.details = {{"agreement_with_fp32", ev.agreement}};
+        return ev;
+      };
+      auto mp = search_mixed_precision(m, plan.value(), cal.value().stats, o, mo, evaluate);
+      if (!mp.is_ok()) return report_error(mp.status().with_context("'" + model_path + "'"));
+      MixedPrecisionResult& res = mp.value();
+      const MixedPrecisionStep& last = res.steps.back();
+      nlohmann::json mpj = res.to_json();
+      mpj["metric"] = metric;
+      mpj["max_drop"] = std::isfinite(max_drop) ? nlohmann::json(max_drop) : nlohmann::json(nullptr);
+      mpj["min_agreement"] = min_agreement > 0 ? nlohmann::json(min_agreement) : nlohmann::json(nullptr);
+      mpj["fp32_metric"] = ref_metric.value();
+      mpj["final_metric"] = last.metric;
+      mpj["final_drop"] = last.drop;
+      mpj["evaluation"] = {{"dataset", eds->describe()}, {"split", eds->spec().split}, {"samples", eval_idx.size()},
+                           {"sensitivity_samples", std::min<size_t>(eval_idx.size(), sens_samples.value())}};
+      eval::GateResult gate = eval::apply_gate(policy, gate_report(ref_metric.value(), last.metric));
+      mpj["gate"] = gate.to_json();
+      mpj["gate"]["approved"] = gate.approved;
+      if (!res.within_budget) {
+        // No model: the budget only holds with every layer in fp32. The report (when asked)
+        // still records the sensitivities and every step.
+        nlohmann::json fail{{"model", model_path}, {"output", nullptr}, {"mixed_precision", mpj},
+                            {"peak_rss_mib", peak_rss_mib()}};
+        if (a.has("--report")) {
+          Status st = write_file_atomic(a.get("--report"), fail.dump(2) + "\n");
+          if (!st.is_ok()) return report_error(st.with_context("--report"));
+        }
+        std::fprintf(stderr,
+                     "medq: error: the %s drop stays above --max-drop %g%s unless every quantized layer is fp32 "
+                     "(best with int8: %+.4f); no model written\n",
+                     metric.c_str(), max_drop, min_agreement > 0 ? " or the agreement below --min-agreement" : "",
+                     res.steps.front().drop);
+        return 1;
+      }
+      m = std::move(res.model);
+      report = std::move(res.qdq_report);
+      fp32_fallback = res.fp32_units;
+      report["mixed_precision"] = mpj;
+      // Per-layer sensitivity beside the ranges: attach to the matching activation/weight entries.
+      std::map<std::string, nlohmann::json> by_output;
+      for (const auto& sj : mpj["sensitivity"]) by_output[sj["output"].get<std::string>()] = sj;
+      for (auto& l : report["layers"]) {
+        auto it = by_output.find(l["tensor"].get<std::string>());
+        if (it != by_output.end()) l["sensitivity"] = it->second;
+      }
+      if (fp32_fallback.empty())
+        std::printf("mixed precision: every layer int8, %s drop %+.4f within %g\n", metric.c_str(), last.drop, max_drop);
+      else
+        std::printf("mixed precision: %zu layer(s) kept fp32, %s %.4f (fp32 %.4f, drop %+.4f) within %g:\n",
+                    fp32_fallback.size(), metric.c_str(), last.metric, ref_metric.value(), last.drop, max_drop);
+      if (min_agreement > 0)
+        std::printf("mixed precision: agreement with fp32 %.4f (--min-agreement %g)\n",
+                    last.details.value("agreement_with_fp32", 0.0), min_agreement);
+      for (const auto& f : fp32_fallback) {
+        const LayerSensitivity* s = nullptr;
+        for (const auto& x : res.sensitivity)
+          if (x.unit == f) s = &x;
+        if (s)
+          std::printf("  fp32: %s (rank %d: logits rel. MSE %.3g, %lld/%lld top-1 flips when quantized alone)\n",
+                      f.c_str(), s->rank, s->logits_rel_mse, static_cast<long long>(s->flips),
+                      static_cast<long long>(s->samples));
+      }
+    }
+    set_quantization_metadata(m, o, plan.value(), cal.value().samples, fp32_fallback);
+    report["samples"] = cal.value().samples;
+    report["batches"] = cal.value().batches;
+    report["histogram_bytes"] = cal.value().histogram_bytes;
+    report["calibration_seconds"] = cal.value().seconds;
     report["calibration"] = srep.to_json();
     report["calibration"]["dataset"] = ds->describe();
     report["calibration"]["split"] = spec.split;
+    report["calibration"]["samples"] = cal.value().samples;
+    report["calibration"]["seconds"] = cal.value().seconds;
+    report["calibration"]["histogram_bytes"] = cal.value().histogram_bytes;
   }
   report["model"] = model_path;
   report["output"] = out_path;
+  report["peak_rss_mib"] = peak_rss_mib();
 
   // Report first (atomic), then the model (checked + atomic); no partial output on failure.
   if (a.has("--report")) {
     Status st = write_file_atomic(a.get("--report"), report.dump(2) + "\n");
     if (!st.is_ok()) return report_error(st.with_context("--report"));
   }
-  auto saved = save_model_checked(m, out_path);
+  auto saved = save_model_checked(m, out_path, /*intermediate_value_info=*/false);
   if (!saved.is_ok()) {
     if (a.has("--report")) std::remove(a.get("--report").c_str());
     return report_error(saved.status().with_context("-o '" + out_path + "'"));
@@ -250,6 +559,7 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
   std::printf("weights: %s -> %s (%.3fx); file: %s -> %s (%.3fx)\n", mb(before).c_str(), mb(after).c_str(),
               before ? static_cast<double>(after) / before : 0.0, mb(fp32_file).c_str(), mb(saved.value()).c_str(),
               fp32_file ? static_cast<double>(saved.value()) / fp32_file : 0.0);
+  std::printf("peak RSS: %.1f MiB\n", peak_rss_mib());
   std::printf("saved %s\n", out_path.c_str());
   if (a.has("--report")) std::printf("report %s\n", a.get("--report").c_str());
   return 0;
@@ -265,6 +575,7 @@ int cmd_quantize(int argc, char** argv) {
   auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2,
                        {"--calib", "--split", "--label-column", "--samples", "--balance-by", "--seed", "--batch",
                         "--method", "--percentile", "--activations", "--exclude", "--mode", "--report", "--output",
+                        "--max-drop", "--min-agreement", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples",
                         "--color", "--resize", "--interpolation", "--scale", "--mean", "--std", "--layout"},
                        {"--symmetric-activations", "--per-tensor", "--quantize-outputs", "--quiet", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());

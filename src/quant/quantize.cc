@@ -1,6 +1,7 @@
 #include "quant/quantize.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -70,9 +71,10 @@ int64_t initializer_bytes(const Graph& g) {
   return b;
 }
 
-Result<int64_t> save_model_checked(const Model& m, const std::string& path) {
+Result<int64_t> save_model_checked(const Model& m, const std::string& path, bool intermediate_value_info) {
   onnx::ModelProto mp;
   model_to_proto(m, &mp);
+  if (!intermediate_value_info) mp.mutable_graph()->clear_value_info();
   std::string bytes;
   if (!mp.SerializeToString(&bytes))
     return unsupported("'" + path + "': model is larger than 2 GB; external data saving is not implemented");
@@ -310,21 +312,21 @@ class Writer {
           float v = std::nearbyint(src[k] / r.scales[c]);
           dst[k] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::isnan(v) ? 0.f : v)));
         }
-    uint32_t qv = add_const(name + "_quantized", q);
-    uint32_t sv, zv;
+    // The zero point (all 0) is omitted: it is optional for DequantizeLinear, which
+    // takes the type from the int8 input (saves a byte per channel and a name).
+    uint32_t qv = add_const(name + "_q", q);
+    uint32_t sv;
     std::vector<Attribute> attrs;
     if (axis >= 0) {
-      sv = add_const(name + "_scale", Tensor::from_vector<float>(r.scales, {channels}));
-      zv = add_const(name + "_zero_point", Tensor::zeros(DataType::kInt8, {channels}));
+      sv = add_const(name + "_s", Tensor::from_vector<float>(r.scales, {channels}));
       attrs.push_back(Attribute::make_int("axis", axis));
     } else {
-      sv = add_const(name + "_scale", scalar_tensor<float>(r.scales[0]));
-      zv = add_const(name + "_zero_point", zp_tensor(DataType::kInt8, 0));
+      sv = add_const(name + "_s", scalar_tensor<float>(r.scales[0]));
     }
     Value like = g_.value(w);
     like.initializer = Tensor();
-    r.dq_out = add_act(name + "_DequantizeLinear_Output", DataType::kFloat32, like);
-    add_node("DequantizeLinear", name + "_DequantizeLinear", {qv, sv, zv}, {r.dq_out}, attrs);
+    r.dq_out = add_act(name + "_dq", DataType::kFloat32, like);
+    add_node("DequantizeLinear", name + "_DQ", {qv, sv}, {r.dq_out}, attrs);
     wcache_[key] = r;
     return r;
   }
@@ -348,34 +350,41 @@ class Writer {
       }
       dst[c] = static_cast<int32_t>(v);
     }
-    uint32_t qv = add_const(name + "_quantized", q);
-    uint32_t sv, zv;
+    // Zero point 0 omitted (optional; the int32 input gives the type).
+    uint32_t qv = add_const(name + "_q", q);
+    uint32_t sv;
     std::vector<Attribute> attrs;
     if (wq.axis >= 0) {
-      sv = add_const(name + "_quantized_scale", Tensor::from_vector<float>(bs, {n}));
-      zv = add_const(name + "_quantized_zero_point", Tensor::zeros(DataType::kInt32, {n}));
+      sv = add_const(name + "_s", Tensor::from_vector<float>(bs, {n}));
       attrs.push_back(Attribute::make_int("axis", 0));
     } else {
-      sv = add_const(name + "_quantized_scale", scalar_tensor<float>(bs[0]));
-      zv = add_const(name + "_quantized_zero_point", zp_tensor(DataType::kInt32, 0));
+      sv = add_const(name + "_s", scalar_tensor<float>(bs[0]));
     }
     Value like = g_.value(b);
     like.initializer = Tensor();
-    uint32_t out = add_act(name + "_DequantizeLinear_Output", DataType::kFloat32, like);
-    add_node("DequantizeLinear", name + "_quantized_DequantizeLinear", {qv, sv, zv}, {out}, attrs);
+    uint32_t out = add_act(name + "_dq", DataType::kFloat32, like);
+    add_node("DequantizeLinear", name + "_DQ", {qv, sv}, {out}, attrs);
     return out;
   }
 
   // Q -> DQ pair on activation `v`; returns the DQ output.
   uint32_t insert_qdq(uint32_t v, const QParams& q) {
     const std::string name = g_.value(v).name;
-    uint32_t sv = add_const(name + "_scale", scalar_tensor<float>(q.scale));
-    uint32_t zv = add_const(name + "_zero_point", zp_tensor(q.dtype, q.zero_point));
+    uint32_t sv = add_const(name + "_s", scalar_tensor<float>(q.scale));
+    // A missing zero point means 0 and makes QuantizeLinear produce uint8, so it is
+    // only omitted when it says exactly that (e.g. after a Relu); int8 keeps it.
+    const bool zp_implied = q.dtype == DataType::kUInt8 && q.zero_point == 0;
+    uint32_t zv = zp_implied ? kNoValue : add_const(name + "_z", zp_tensor(q.dtype, q.zero_point));
     Value like = g_.value(v);
-    uint32_t qo = add_act(name + "_QuantizeLinear_Output", q.dtype, like);
-    uint32_t dqo = add_act(name + "_DequantizeLinear_Output", DataType::kFloat32, like);
-    add_node("QuantizeLinear", name + "_QuantizeLinear", {v, sv, zv}, {qo});
-    add_node("DequantizeLinear", name + "_DequantizeLinear", {qo, sv, zv}, {dqo});
+    uint32_t qo = add_act(name + "_q", q.dtype, like);
+    uint32_t dqo = add_act(name + "_dq", DataType::kFloat32, like);
+    std::vector<uint32_t> qin{v, sv}, dqin{qo, sv};
+    if (!zp_implied) {
+      qin.push_back(zv);
+      dqin.push_back(zv);
+    }
+    add_node("QuantizeLinear", name + "_Q", qin, {qo});
+    add_node("DequantizeLinear", name + "_DQ", dqin, {dqo});
     return dqo;
   }
 
@@ -588,30 +597,36 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
 // ---------------------------------------------------------------------------
 // Static flow
 
-Result<json> quantize_static(Model& m, const QuantizeOptions& o, const BatchSource& next, const ProgressFn& progress) {
-  RETURN_IF_ERROR(prepare_for_quantization(m));
-  ASSIGN_OR_RETURN(StaticPlan plan, plan_static(m, o));
+Result<CalibrationResult> calibrate_static(const Model& prepared, const StaticPlan& plan, const QuantizeOptions& o,
+                                           const BatchSource& next, const ProgressFn& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
   SessionOptions so;
-  so.optimize = false;
-  ASSIGN_OR_RETURN(auto session, Session::create(m, so));
+  so.optimize = false;  // every planned tensor must exist under its own name
+  ASSIGN_OR_RETURN(auto session, Session::create(prepared, so));
   Calibrator cal(plan.tensors, o.method != CalibMethod::kMinMax, o.num_bins);
   RunStats rs;
   rs.observer = [&cal](const Value& v, const Tensor& t) { cal.observe(v, t); };
-  int64_t samples = 0;
+  CalibrationResult r;
   for (;;) {
     std::vector<Tensor> inputs;
     ASSIGN_OR_RETURN(bool more, next(inputs));
     if (!more) break;
-    auto r = session->run(inputs, &rs);
-    if (!r.is_ok()) return r.status().with_context("calibration batch " + std::to_string(cal.batches() + 1));
+    auto out = session->run(inputs, &rs);
+    if (!out.is_ok()) return out.status().with_context("calibration batch " + std::to_string(cal.batches() + 1));
     cal.count_batch();
-    samples += inputs.empty() || inputs[0].rank() == 0 ? 1 : inputs[0].dim(0);
-    if (progress) progress(samples);
+    r.samples += inputs.empty() || inputs[0].rank() == 0 ? 1 : inputs[0].dim(0);
+    if (progress) progress(r.samples);
   }
-  if (samples == 0) return invalid_argument("no calibration samples");
-  ASSIGN_OR_RETURN(json rep, write_qdq(m, plan, cal.stats(), o));
-  rep["samples"] = samples;
-  rep["batches"] = cal.batches();
+  if (r.samples == 0) return invalid_argument("no calibration samples");
+  r.batches = cal.batches();
+  r.stats = cal.stats();
+  for (const auto& [name, h] : r.stats) r.histogram_bytes += static_cast<int64_t>(h.bins().size() * sizeof(int64_t));
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+void set_quantization_metadata(Model& m, const QuantizeOptions& o, const StaticPlan& plan, int64_t samples,
+                               const std::vector<std::string>& fp32_fallback) {
   json meta{{"tool", "medq"},
             {"mode", "static"},
             {"method", calib_method_name(o.method)},
@@ -620,8 +635,21 @@ Result<json> quantize_static(Model& m, const QuantizeOptions& o, const BatchSour
             {"symmetric_activations", o.symmetric_activations},
             {"weights", o.per_channel ? "int8 per-channel" : "int8 per-tensor"},
             {"excluded", plan.excluded}};
+  if (!fp32_fallback.empty()) meta["fp32_fallback"] = fp32_fallback;
   if (o.method == CalibMethod::kPercentile) meta["percentile"] = o.percentile;
   m.set_meta("medq.quantization", meta.dump());
+}
+
+Result<json> quantize_static(Model& m, const QuantizeOptions& o, const BatchSource& next, const ProgressFn& progress) {
+  RETURN_IF_ERROR(prepare_for_quantization(m));
+  ASSIGN_OR_RETURN(StaticPlan plan, plan_static(m, o));
+  ASSIGN_OR_RETURN(CalibrationResult cal, calibrate_static(m, plan, o, next, progress));
+  ASSIGN_OR_RETURN(json rep, write_qdq(m, plan, cal.stats, o));
+  rep["samples"] = cal.samples;
+  rep["batches"] = cal.batches;
+  rep["histogram_bytes"] = cal.histogram_bytes;
+  rep["calibration_seconds"] = cal.seconds;
+  set_quantization_metadata(m, o, plan, cal.samples);
   return rep;
 }
 

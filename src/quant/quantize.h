@@ -79,6 +79,23 @@ using BatchSource = std::function<Result<bool>(std::vector<Tensor>& inputs)>;
 // Called after each calibration batch with the number of samples seen so far.
 using ProgressFn = std::function<void(int64_t samples)>;
 
+// Calibration statistics of the planned tensors, streamed batch by batch through a
+// medq Session (fp32, unoptimized so every planned tensor is observed). Memory is
+// bounded: one fixed-size histogram per tensor, whatever the sample count.
+struct CalibrationResult {
+  std::map<std::string, StreamingHistogram> stats;
+  int64_t samples = 0, batches = 0;
+  int64_t histogram_bytes = 0;  // bytes of histogram bins held (tensors x bins x 8)
+  double seconds = 0;
+};
+Result<CalibrationResult> calibrate_static(const Model& prepared, const StaticPlan& plan, const QuantizeOptions& o,
+                                           const BatchSource& next, const ProgressFn& progress = nullptr);
+
+// Stores the "medq.quantization" metadata (method, samples, types, excluded and
+// fp32 fallback layers).
+void set_quantization_metadata(Model& m, const QuantizeOptions& o, const StaticPlan& plan, int64_t samples,
+                               const std::vector<std::string>& fp32_fallback = {});
+
 // Full static flow: prepare, plan, calibrate (a medq Session with the observer;
 // statistics streamed per batch), write QDQ, add "medq.quantization" metadata.
 // The report has "samples" = calibration samples used.
@@ -95,7 +112,10 @@ int64_t initializer_bytes(const Graph& g);
 
 // Serializes `m`, re-loads the bytes through the ONNX checker + shape inference
 // (so an invalid model is never written), then writes `path` atomically.
-// Returns the number of bytes written.
-Result<int64_t> save_model_checked(const Model& m, const std::string& path);
+// Returns the number of bytes written. intermediate_value_info = false leaves out the
+// graph's value_info (types/shapes of intermediate tensors): optional in ONNX and
+// re-derived by shape inference on load (ORT and medq both run it), ~10% of a small
+// QDQ file's bytes. Graph inputs/outputs keep their types and shapes.
+Result<int64_t> save_model_checked(const Model& m, const std::string& path, bool intermediate_value_info = true);
 
 }  // namespace medq

@@ -17,9 +17,10 @@ std::string now_iso() {
   int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char b[64];
-  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  char d[32];
+  std::strftime(d, sizeof d, "%Y-%m-%dT%H:%M:%S", &tm);
+  char b[48];
+  std::snprintf(b, sizeof b, "%s.%03dZ", d, ms % 1000);
   return b;
 }
 }  // namespace

@@ -106,6 +106,9 @@ Status Server::start() {
   http_->set_write_timeout(cfg_.socket_timeout_s, 0);
   http_->set_keep_alive_max_count(100000);
   http_->set_keep_alive_timeout(5);
+  // Responses go out as header + body writes; without TCP_NODELAY, Nagle holds the body until
+  // the client's delayed ACK (tens of ms per keep-alive request).
+  http_->set_tcp_nodelay(true);
   install_routes();
 
   if (cfg_.port == 0) {
@@ -254,12 +257,18 @@ void Server::install_routes() {
     return httplib::Server::HandlerResponse::Handled;
   }));
 
-  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+  // Counted before the response is written (httplib runs the post-routing handler for every
+  // response, errors included), so a client that reads /metrics right after a reply sees it.
+  h.set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
     const double ms = t_ctx.start.time_since_epoch().count() ? ms_since(t_ctx.start) : 0;
     const std::string code = std::to_string(res.status);
     metrics_.inc("medq_requests_total", {{"endpoint", t_ctx.endpoint}, {"code", code}});
     if (res.status >= 400) metrics_.inc("medq_errors_total", {{"code", code}});
     metrics_.observe("medq_request_seconds", {{"endpoint", t_ctx.endpoint}}, ms / 1000);
+  });
+
+  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    const double ms = t_ctx.start.time_since_epoch().count() ? ms_since(t_ctx.start) : 0;
     if (cfg_.log_requests || res.status >= 500) {
       // Metadata only: never the body, file names or image/DICOM content.
       json j = {{"request_id", t_ctx.id}, {"method", req.method}, {"endpoint", t_ctx.endpoint},

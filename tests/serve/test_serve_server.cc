@@ -301,7 +301,13 @@ TEST(ServeServer, FullQueueAnswers503AndDeadline504) {
   auto late = r2.cli->Post("/v2/models/tiny/infer", body, "application/json");
   ASSERT_TRUE(late);
   EXPECT_EQ(late->status, 504);
-  EXPECT_NE(r2.cli->Get("/metrics")->body.find("medq_errors_total{code=\"504\"} 1"), std::string::npos);
+  // Metrics are recorded by the access logger after the response is written: poll briefly.
+  bool counted = false;
+  for (int i = 0; i < 100 && !counted; ++i) {
+    counted = r2.cli->Get("/metrics")->body.find("medq_errors_total{code=\"504\"} 1") != std::string::npos;
+    if (!counted) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(counted);
   r2.server->shutdown();
   fs::remove_all(dir);
 }

@@ -10,12 +10,16 @@
 #include <cmath>
 #include <random>
 
+#include <onnx/onnx_pb.h>
+
 #include "../passes/onnx_test_builder.h"
+#include "core/fileio.h"
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "quant/calibration.h"
 #include "quant/fp16.h"
 #include "quant/quantize.h"
+#include "runtime/session.h"
 
 namespace medq {
 namespace {
@@ -210,6 +214,42 @@ const Node* producer_of(const Graph& g, const std::string& name) {
   return nullptr;
 }
 
+TEST(QuantQdq, SaveWithoutIntermediateValueInfo) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Model m = mr.value();
+  auto rep = quantize_static(m, QuantizeOptions{}, random_batches(6, 100));
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  auto with = save_model_checked(m, tmp_path("vi_with.onnx"));
+  auto without = save_model_checked(m, tmp_path("vi_without.onnx"), /*intermediate_value_info=*/false);
+  ASSERT_TRUE(with.is_ok() && without.is_ok());
+  EXPECT_LT(without.value(), with.value());
+  auto bytes = read_file(tmp_path("vi_without.onnx"));
+  ASSERT_TRUE(bytes.is_ok());
+  onnx::ModelProto mp;
+  ASSERT_TRUE(mp.ParseFromString(bytes.value()));
+  EXPECT_EQ(mp.graph().value_info_size(), 0);
+  EXPECT_EQ(mp.graph().input_size(), 1);
+  EXPECT_TRUE(mp.graph().input(0).type().tensor_type().has_shape());
+  // Shape inference on load gives the intermediate tensors their types back.
+  auto a = load_model(tmp_path("vi_with.onnx")), b = load_model(tmp_path("vi_without.onnx"));
+  ASSERT_TRUE(a.is_ok() && b.is_ok()) << b.status().message();
+  for (const auto& n : b.value().graph.nodes)
+    if (n.op_type == "QuantizeLinear") {
+      EXPECT_EQ(b.value().graph.value(n.outputs[0]).dtype, DataType::kUInt8) << n.name;
+    }
+  auto sa = Session::create(a.value()), sb = Session::create(b.value());
+  ASSERT_TRUE(sa.is_ok() && sb.is_ok());
+  std::vector<Tensor> in;
+  auto src = random_batches(1, 7);
+  ASSERT_TRUE(src(in).value());
+  auto ya = sa.value()->run(in), yb = sb.value()->run(in);
+  ASSERT_TRUE(ya.is_ok() && yb.is_ok());
+  ASSERT_EQ(ya.value()[0].numel(), yb.value()[0].numel());
+  for (int64_t i = 0; i < ya.value()[0].numel(); ++i)
+    EXPECT_EQ(ya.value()[0].data<float>()[i], yb.value()[0].data<float>()[i]);
+}
+
 TEST(QuantQdq, StaticWriterProducesCheckedQdqModel) {
   auto mr = small_model();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
@@ -240,18 +280,32 @@ TEST(QuantQdq, StaticWriterProducesCheckedQdqModel) {
   ASSERT_NE(fc, nullptr);
   EXPECT_EQ(fc->op_type, "Gemm");
   // int8 per-channel weights, int32 bias.
-  const Value* w1 = find(g, "W1_quantized");
+  const Value* w1 = find(g, "W1_q");
   ASSERT_NE(w1, nullptr);
   EXPECT_EQ(w1->initializer.dtype(), DataType::kInt8);
-  EXPECT_EQ(find(g, "W1_scale")->initializer.shape(), (Shape{4}));
-  const Value* b1 = find(g, "B1_quantized");
+  EXPECT_EQ(find(g, "W1_s")->initializer.shape(), (Shape{4}));
+  const Value* b1 = find(g, "B1_q");
   ASSERT_NE(b1, nullptr);
   EXPECT_EQ(b1->initializer.dtype(), DataType::kInt32);
   EXPECT_EQ(find(g, "W1"), nullptr);  // float weights gone
-  const Node* dqw = producer_of(g, "W1_DequantizeLinear_Output");
+  const Node* dqw = producer_of(g, "W1_dq");
   ASSERT_NE(dqw, nullptr);
   EXPECT_EQ(dqw->attr_i("axis", -1), 0);
-  const Node* dqfc = producer_of(g, "Wfc_DequantizeLinear_Output");
+  // All-zero weight/bias zero points are left out (optional; the int8/int32 input gives the type).
+  EXPECT_EQ(dqw->inputs.size(), 2u);
+  EXPECT_EQ(producer_of(g, "B1_dq")->inputs.size(), 2u);
+  // Activation zero points: omitted only where QuantizeLinear's default (uint8, 0) says the same.
+  for (const auto& n : g.nodes)
+    if (n.op_type == "QuantizeLinear") {
+      const Tensor& sc = g.value(n.inputs[1]).initializer;
+      if (n.has_input(2)) {
+        EXPECT_FALSE(g.value(n.inputs[2]).initializer.dtype() == DataType::kUInt8 &&
+                     g.value(n.inputs[2]).initializer.get_i64(0) == 0) << n.name;
+      }
+      EXPECT_EQ(g.value(n.outputs[0]).dtype, DataType::kUInt8) << n.name;
+      EXPECT_EQ(sc.numel(), 1) << n.name;
+    }
+  const Node* dqfc = producer_of(g, "Wfc_dq");
   ASSERT_NE(dqfc, nullptr);
   EXPECT_EQ(dqfc->attr_i("axis", -1), 0);  // transB=1: output channels on axis 0
   // Metadata kept + quantization record.
@@ -294,10 +348,10 @@ TEST(QuantQdq, SymmetricInt8PerTensorAndExclude) {
   ASSERT_NE(conv2, nullptr);
   EXPECT_EQ(g.value(conv2->inputs[0]).name, "X");   // excluded: float input
   EXPECT_EQ(g.value(conv2->inputs[1]).name, "W2");  // float weight kept
-  const Node* dqw = producer_of(g, "W1_DequantizeLinear_Output");
+  const Node* dqw = producer_of(g, "W1_dq");
   ASSERT_NE(dqw, nullptr);
   EXPECT_FALSE(dqw->has_attr("axis"));
-  EXPECT_EQ(find(g, "W1_scale")->initializer.rank(), 0);
+  EXPECT_EQ(find(g, "W1_s")->initializer.rank(), 0);
   for (const auto& n : g.nodes)
     if (n.op_type == "QuantizeLinear") {
       EXPECT_EQ(g.value(n.inputs[2]).initializer.dtype(), DataType::kInt8);
@@ -371,7 +425,7 @@ TEST(QuantQdq, DynamicMatMulRunsAndIsClose) {
   ASSERT_TRUE(saved.is_ok()) << saved.status().message();
   auto q = load_model(tmp_path("dyn_q.onnx"));
   ASSERT_TRUE(q.is_ok()) << q.status().message();
-  EXPECT_EQ(find(q.value().graph, "W_quantized")->initializer.dtype(), DataType::kInt8);
+  EXPECT_EQ(find(q.value().graph, "W_q")->initializer.dtype(), DataType::kInt8);
   Tensor x = random_f32({5, 16}, 77);
   std::vector<Tensor> want, got;
   ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());

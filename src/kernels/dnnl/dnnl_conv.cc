@@ -155,7 +155,8 @@ class DnnlConvKernel : public DnnlKernel {
     e->pd = dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain OIHW (or GOIHW) -> preferred layout, once.
-    e->weights = pack_memory(w_.data<float>(), plain_md(wdims), e->pd.weights_desc());
+    e->weights = packed_.get(e->pd.weights_desc(),
+                             [&] { return pack_memory(w_.data<float>(), plain_md(wdims), e->pd.weights_desc()); });
     e->src_plain = user_md_for(xd, src_l_, e->pd.src_desc());
     e->dst_plain = user_md_for(yd, dst_l_, e->pd.dst_desc());
     e->sum_user = user_md_for(yd, sum_l_, e->pd.dst_desc());
@@ -240,6 +241,7 @@ class DnnlConvKernel : public DnnlKernel {
   Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain, sum_l_ = Layout::kPlain;
   Tensor w_;  // the constant W (shares the initializer's storage)
   PrimitiveCache<ConvEntry> cache_;
+  PackedWeightStore packed_;
 };
 
 }  // namespace

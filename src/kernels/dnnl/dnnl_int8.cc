@@ -243,13 +243,14 @@ class DnnlQConvKernel : public Int8Base {
     e->pd = dnnl::convolution_forward::primitive_desc(d, make_attr(), cpu_engine());
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain (g)oihw s8 -> the preferred layout (with compensation), once.
-    e->weights = memory(e->pd.weights_desc(), cpu_engine());
-    {
+    e->weights = packed_.get(e->pd.weights_desc(), [&] {
+      memory packed(e->pd.weights_desc(), cpu_engine());
       memory wplain(plain_typed_md(wdims, memory::data_type::s8), cpu_engine(), const_cast<void*>(w_.raw()));
       dnnl::stream s(cpu_engine());
-      dnnl::reorder(wplain, e->weights).execute(s, wplain, e->weights);
+      dnnl::reorder(wplain, packed).execute(s, wplain, packed);
       s.wait();
-    }
+      return packed;
+    });
     e->src_user = typed_layout_md(xd, st, src_l_);
     e->dst_user = typed_layout_md(yd, dt, dst_l_);
     e->src_r.init_in(e->src_user, e->pd.src_desc());
@@ -306,6 +307,7 @@ class DnnlQConvKernel : public Int8Base {
   Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain;
   Tensor w_;
   PrimitiveCache<QConvEntry> cache_;
+  PackedWeightStore packed_;
 };
 
 // ---------------------------------------------------------------- QMatMul
