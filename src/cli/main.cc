@@ -39,17 +39,18 @@ void usage(FILE* f) {
                MEDQ_VERSION);
 }
 
-// oneDNN (Debian's build) runs on libgomp, whose worker threads busy-wait ~300k spins
-// between parallel regions by default. On a machine where anything else runs (a
-// hospital server, a build, the HTTP server's own threads) the spinning threads
-// burn their time slices and a 2-thread mobilenet_v2 batch took 5.7x longer than
-// with OMP_WAIT_POLICY=passive (852 ms vs 149 ms, measured under load). libgomp
-// reads the policy once when it is loaded, before main(), so medq re-executes
-// itself once with passive waiting unless the user chose a policy
-// (OMP_WAIT_POLICY or GOMP_SPINCOUNT set: respected as is).
-void ensure_passive_omp_wait(char** argv) {
+// oneDNN (Debian's build) runs on libgomp, whose idle workers spin ~300k iterations
+// (GOMP_SPINCOUNT default) before sleeping. On a machine where anything else runs (a
+// hospital server, a build, the HTTP server's own threads) the spinning workers burn
+// the time slices the working ones need: a 2-thread mobilenet_v2 batch of 8 took 852 ms
+// under load vs 228 ms with GOMP_SPINCOUNT=10000 (149 ms fully passive). On a quiet
+// machine 10000 spins keep active waiting's latency (mobilenet_v2 batch 1, 2 threads:
+// 3.01 ms vs 3.08 active, 4.30 passive). libgomp reads these variables once when it is
+// loaded, before main(), so medq re-executes itself once with GOMP_SPINCOUNT=10000 unless
+// the user chose a policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT set: respected as is).
+void ensure_bounded_omp_spin(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
+  setenv("GOMP_SPINCOUNT", "10000", 1);
   execv("/proc/self/exe", argv);
   // exec failed (no /proc): carry on with the default policy.
 }
@@ -57,7 +58,7 @@ void ensure_passive_omp_wait(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_passive_omp_wait(argv);
+  ensure_bounded_omp_spin(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;
