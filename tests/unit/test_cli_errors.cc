@@ -12,62 +12,29 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "cli_test_util.h"
 
 namespace medq {
 namespace {
 
 using namespace testing_onnx;
+using namespace testing_cli;
 
-const std::string kMedq = std::string(MEDQ_BINARY_DIR) + "/medq";
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
 
-class CliErrors : public ::testing::Test {
+class CliErrors : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
-    if (!exists(kMedq)) GTEST_SKIP() << kMedq << " not built";
-    char tmpl[] = "/tmp/medq_cli_XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    ASSERT_NE(d, nullptr);
-    dir_ = d;
+    if (!make_workdir("cli")) GTEST_SKIP() << kMedq << " not built";
   }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
-  }
-  std::string file(const std::string& n) const { return dir_ + "/" + n; }
 
-  CmdResult run(const std::string& args) {
-    CmdResult r;
-    std::string cmd = "cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedq + "' " + args + " > '" + dir_ +
-                      "/.stdout' 2> '" + dir_ + "/.stderr'";
-    int st = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(dir_ + "/.stdout");
-    r.err = slurp(dir_ + "/.stderr");
-    ::unlink((dir_ + "/.stdout").c_str());
-    ::unlink((dir_ + "/.stderr").c_str());
-    return r;
-  }
 
   // Non-zero exit (not a signal), exactly one stderr line "medq: error: ..." containing every needle.
   void expect_one_line_error(const CmdResult& r, const std::vector<std::string>& needles) {
@@ -113,7 +80,6 @@ class CliErrors : public ::testing::Test {
 
   std::string image(const std::string& n) const { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
 
-  std::string dir_;
 };
 
 TEST_F(CliErrors, SanityTinyModelRuns) {

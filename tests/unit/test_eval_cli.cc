@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "cli_test_util.h"
 #include "data/dataset.h"
 #include "eval/gate.h"
 #include "eval/metrics.h"
@@ -21,40 +22,22 @@ namespace medq {
 namespace {
 
 using namespace testing_onnx;
+using namespace testing_cli;
 using nlohmann::json;
 
-const std::string kMedq = std::string(MEDQ_BINARY_DIR) + "/medq";
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void write_text(const std::string& path, const std::string& s) {
   std::ofstream f(path, std::ios::binary);
   f << s;
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
 
-class EvalCli : public ::testing::Test {
+class EvalCli : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
-    if (!exists(kMedq)) GTEST_SKIP() << kMedq << " not built";
-    char tmpl[] = "/tmp/medq_evalcli_XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    ASSERT_NE(d, nullptr);
-    dir_ = d;
+    if (!make_workdir("evalcli")) GTEST_SKIP() << kMedq << " not built";
     write_model("tiny.onnx", R"(["benign", "malignant"])", 1);
     write_model("tiny2.onnx", R"(["benign", "malignant"])", 2);
     write_model("three.onnx", R"(["benign", "malignant", "other"])", 1);
@@ -68,10 +51,6 @@ class EvalCli : public ::testing::Test {
              ",,test\n";
     write_text(file("data.csv"), csv);
   }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
-  }
-  std::string file(const std::string& n) const { return dir_ + "/" + n; }
   static std::string src_image(const std::string& n) { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
 
   void write_model(const std::string& name, const std::string& labels, uint32_t seed) {
@@ -93,16 +72,6 @@ class EvalCli : public ::testing::Test {
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 
-  CmdResult run(const std::string& args) {
-    CmdResult r;
-    std::string cmd = "cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedq + "' " + args + " > '" + dir_ +
-                      "/.stdout' 2> '" + dir_ + "/.stderr'";
-    int st = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(dir_ + "/.stdout");
-    r.err = slurp(dir_ + "/.stderr");
-    return r;
-  }
   std::string validate_args(const std::string& extra) {
     return "validate --reference tiny.onnx --candidate tiny2.onnx --data data.csv --label-column dx --positive malignant "
            "--quiet --batch 4 " + extra;
@@ -115,7 +84,6 @@ class EvalCli : public ::testing::Test {
     EXPECT_FALSE(exists(file("rep/report.html")));
   }
 
-  std::string dir_;
 };
 
 TEST_F(EvalCli, EvalPrintsMetricsAndWritesJson) {

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "cli_test_util.h"
 #include "core/npy.h"
 #include "data/dataset.h"
 #include "data/image.h"
@@ -24,42 +25,24 @@ namespace medq {
 namespace {
 
 using namespace testing_onnx;
+using namespace testing_cli;
 
-const std::string kMedq = std::string(MEDQ_BINARY_DIR) + "/medq";
 const char* kPre =
     R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
     R"( "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "layout": "NCHW"})";
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void write_text(const std::string& path, const std::string& s) {
   std::ofstream f(path, std::ios::binary);
   f << s;
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
 
-class PreprocessCli : public ::testing::Test {
+class PreprocessCli : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
-    if (!exists(kMedq)) GTEST_SKIP() << kMedq << " not built";
-    char tmpl[] = "/tmp/medq_precli_XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    ASSERT_NE(d, nullptr);
-    dir_ = d;
+    if (!make_workdir("precli")) GTEST_SKIP() << kMedq << " not built";
     write_model();
     // Mixed formats (grey/RGB/RGBA/16-bit PNG, JPEG subsamplings), two splits, a quoted label.
     std::string csv = "path,dx,split\n";
@@ -67,10 +50,6 @@ class PreprocessCli : public ::testing::Test {
       csv += src_image(images_[i]) + "," + (i % 2 ? "malignant" : "benign") + "," + (i < 6 ? "test" : "train") + "\n";
     write_text(file("data.csv"), csv);
   }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
-  }
-  std::string file(const std::string& n) const { return dir_ + "/" + n; }
   static std::string src_image(const std::string& n) { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
 
   void write_model() {
@@ -91,16 +70,6 @@ class PreprocessCli : public ::testing::Test {
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 
-  CmdResult run(const std::string& args) {
-    CmdResult r;
-    std::string cmd = "cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedq + "' " + args + " > '" + dir_ +
-                      "/.stdout' 2> '" + dir_ + "/.stderr'";
-    int st = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(dir_ + "/.stdout");
-    r.err = slurp(dir_ + "/.stderr");
-    return r;
-  }
 
   // Files in the work folder other than the inputs (to catch temp/partial outputs).
   std::vector<std::string> outputs() const {
@@ -121,7 +90,6 @@ class PreprocessCli : public ::testing::Test {
     EXPECT_TRUE(outputs().empty()) << "left behind: " << outputs()[0];
   }
 
-  std::string dir_;
   std::vector<std::string> images_{"gray8.png",     "rgb8.png",      "rgba16.png",     "synth_420.jpg",
                                    "synth_444.jpg", "synth_gray.jpg", "la8.png",        "palette4.png"};
 };

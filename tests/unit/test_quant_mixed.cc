@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "cli_test_util.h"
 #include "data/dataset.h"
 #include "data/preprocess.h"
 #include "quant/mixed_precision.h"
@@ -24,22 +25,12 @@ namespace medq {
 namespace {
 
 using namespace testing_onnx;
+using namespace testing_cli;
 using nlohmann::json;
 
-const std::string kMedq = std::string(MEDQ_BINARY_DIR) + "/medq";
 const char* kSensitive = "Conv 'convB' + Relu 'reluB'";
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // X -> convA(+BA, channel 7 biased by +500) -> reluA -> convB -> reluB -> GAP -> Flatten -> fc.
 // convB ignores channel 7 (zero weights), so fp32 is unaffected by the outlier, but the uint8
@@ -203,19 +194,11 @@ TEST(QuantMixed, FallbackUnitsGroupTheActivation) {
 // ---------------------------------------------------------------------------------------------
 // CLI: refusal of overlapping calibration/evaluation data, flag errors, an end-to-end run.
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
 
-class QuantMixedCli : public ::testing::Test {
+class QuantMixedCli : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
-    if (!exists(kMedq)) GTEST_SKIP() << kMedq << " not built";
-    char tmpl[] = "/tmp/medq_mixedcli_XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    ASSERT_NE(d, nullptr);
-    dir_ = d;
+    if (!make_workdir("mixedcli")) GTEST_SKIP() << kMedq << " not built";
     OnnxBuilder b = sensitive_builder();
     auto* p = b.proto().add_metadata_props();
     p->set_key("preprocess");
@@ -255,20 +238,7 @@ class QuantMixedCli : public ::testing::Test {
              (i % 2 ? "test" : "train") + "\n";
     std::ofstream(file("data.csv")) << csv;
   }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
-  }
-  std::string file(const std::string& n) const { return dir_ + "/" + n; }
-  CmdResult run(const std::string& args) {
-    CmdResult r;
-    std::string cmd = "cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedq + "' quantize " + args + " > '" + dir_ +
-                      "/.stdout' 2> '" + dir_ + "/.stderr'";
-    int st = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(dir_ + "/.stdout");
-    r.err = slurp(dir_ + "/.stderr");
-    return r;
-  }
+  CmdResult run(const std::string& args) { return CliWorkdir::run("quantize " + args); }
   void expect_error(const CmdResult& r, const std::vector<std::string>& needles) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err.rfind("medq: error: ", 0), 0u) << r.err;
@@ -276,7 +246,6 @@ class QuantMixedCli : public ::testing::Test {
     EXPECT_FALSE(exists(file("out.onnx")));
     EXPECT_FALSE(exists(file("rep.json")));
   }
-  std::string dir_;
 };
 
 TEST_F(QuantMixedCli, RefusesOverlappingCalibrationAndEvaluation) {

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "cli_test_util.h"
 #include "data/image.h"
 
 namespace medq {
@@ -26,24 +27,14 @@ namespace {
 using namespace testing_onnx;
 using nlohmann::json;
 
-const std::string kMedqBin = std::string(MEDQ_BINARY_DIR) + "/medq";
-
-bool path_exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
-std::string read_all(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+const std::string& kMedqBin = testing_cli::kMedq;
+using testing_cli::exists;
+using testing_cli::slurp;
 
 std::string find_chromium() {
-  if (const char* e = std::getenv("MEDQ_CHROMIUM")) return path_exists(e) ? e : "";
+  if (const char* e = std::getenv("MEDQ_CHROMIUM")) return exists(e) ? e : "";
   for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
-    if (path_exists(p)) return p;
+    if (exists(p)) return p;
   return "";
 }
 
@@ -70,8 +61,8 @@ Rendered render(const std::string& chromium, const std::string& html, const std:
                     "/chromium-profile' --enable-logging=stderr --v=0 --window-size=1280,2000 --screenshot='" + png +
                     "' --dump-dom 'file://" + html + "' > '" + dir + "/dom.html' 2> '" + dir + "/chromium.log'";
   r.exit_code = sh(cmd);
-  r.dom = read_all(dir + "/dom.html");
-  r.log = read_all(dir + "/chromium.log");
+  r.dom = slurp(dir + "/dom.html");
+  r.log = slurp(dir + "/chromium.log");
   std::istringstream in(r.log);
   for (std::string line; std::getline(in, line);)
     if (line.find(":CONSOLE") != std::string::npos || line.find("Uncaught") != std::string::npos)
@@ -92,7 +83,7 @@ class ReportRender : public ::testing::Test {
     if (chromium_.empty())
       GTEST_SKIP() << "headless Chromium not found (apt-get install chromium, or set MEDQ_CHROMIUM): report "
                       "rendering not checked";
-    if (!path_exists(kMedqBin)) GTEST_SKIP() << kMedqBin << " not built";
+    if (!exists(kMedqBin)) GTEST_SKIP() << kMedqBin << " not built";
     char tmpl[] = "/tmp/medq_render_XXXXXX";
     char* d = ::mkdtemp(tmpl);
     ASSERT_NE(d, nullptr);
@@ -142,8 +133,8 @@ TEST_F(ReportRender, HeadlessChromiumRendersTheReport) {
   int rc = sh("cd '" + dir_ + "' && OMP_NUM_THREADS=1 '" + kMedqBin +
               "' validate --reference ref.onnx --candidate cand.onnx --data data.csv --label-column dx "
               "--positive malignant --groups sex --policy gate.yaml --quiet --batch 4 --report rep > validate.out 2>&1");
-  ASSERT_EQ(rc, 1) << read_all(file("validate.out"));
-  json rep = json::parse(read_all(file("rep/report.json")));
+  ASSERT_EQ(rc, 1) << slurp(file("validate.out"));
+  json rep = json::parse(slurp(file("rep/report.json")));
   ASSERT_EQ(rep["gate"]["verdict"], "REJECTED");
 
   Rendered r = render(chromium_, file("rep/report.html"), file("shot.png"), dir_);
