@@ -27,6 +27,9 @@ namespace {
 
 using quant::quantize_value;
 
+// Elements per parallel work item of (De)QuantizeLinear.
+constexpr int64_t kChunk = 16384;
+
 // Element i of a uint8/int8/int32 tensor as int32.
 inline int32_t int_at(const Tensor& t, int64_t i) {
   switch (t.dtype()) {
@@ -136,18 +139,22 @@ class QuantizeLinearKernel : public QdqKernel {
     const bool is_f = x.dtype() == DataType::kFloat32;
     const float* xf = is_f ? x.data<float>() : nullptr;
     const int32_t* xi = is_f ? nullptr : x.data<int32_t>();
+    // Work items are (row, chunk of the row): a per-tensor quantization is one row (the
+    // model input: 8x3x224x224 values), which must still use every thread.
+    const int64_t per_row = (inner + kChunk - 1) / kChunk;
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < rows * per_row; ++t) {
+      const int64_t r = t / per_row, j0 = (t % per_row) * kChunk, j1 = std::min(inner, j0 + kChunk);
       const float sc = s[r % len];
       const int32_t zz = z[r % len];
       const int64_t base = r * inner;
       const float fz = static_cast<float>(zz), flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
       if (xf) {
 #pragma omp simd
-        for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<T>(quant::quantize_fast(xf[base + j], sc, fz, flo, fhi));
+        for (int64_t j = j0; j < j1; ++j) y[base + j] = static_cast<T>(quant::quantize_fast(xf[base + j], sc, fz, flo, fhi));
       } else {
 #pragma omp simd
-        for (int64_t j = 0; j < inner; ++j)
+        for (int64_t j = j0; j < j1; ++j)
           y[base + j] = static_cast<T>(quant::quantize_fast(static_cast<float>(xi[base + j]), sc, fz, flo, fhi));
       }
     }
@@ -196,13 +203,15 @@ class DequantizeLinearKernel : public QdqKernel {
                     int64_t len, int64_t inner, float* y, RunContext& ctx) {
     const int64_t rows = outer * len;
     const int nt = rows * inner > kParallelThreshold ? ctx.num_threads : 1;
+    const int64_t per_row = (inner + kChunk - 1) / kChunk;  // (row, chunk) work items, as in QuantizeLinear
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < rows * per_row; ++t) {
+      const int64_t r = t / per_row, j0 = (t % per_row) * kChunk, j1 = std::min(inner, j0 + kChunk);
       const float sc = s[r % len];
       const int32_t zz = z[r % len];
       const int64_t base = r * inner;
 #pragma omp simd
-      for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<float>(static_cast<int32_t>(x[base + j]) - zz) * sc;
+      for (int64_t j = j0; j < j1; ++j) y[base + j] = static_cast<float>(static_cast<int32_t>(x[base + j]) - zz) * sc;
     }
   }
 };
