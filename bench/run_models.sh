@@ -24,17 +24,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
-MEDQ=${MEDQ:-build/medq}
-FIX=${MEDQ_TORCHVISION_FIXTURES:-build/fixtures/torchvision}
-[ -x "$MEDQ" ] || { echo "bench: $MEDQ not built (bash scripts/build.sh)" >&2; exit 1; }
-if [ ! -d bench/ort/node_modules/onnxruntime-node ]; then
-  (cd bench/ort && npm install --ignore-scripts --no-audit --no-fund >/dev/null)
-fi
-if [ ! -f "$FIX/manifest.json" ]; then
-  /usr/bin/python3 tests/models/gen_torchvision.py "$FIX" --models resnet50,mobilenet_v2,efficientnet_b0,densenet121
-fi
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+. bench/common.sh
 IFS=, read -ra MS <<< "$MODELS"
 for m in "${MS[@]}"; do
   for b in $BATCHES; do

@@ -28,11 +28,6 @@
 namespace medq {
 namespace {
 
-bool dnnl_accepts(const Graph& g, const Node& n, int64_t opset) {
-  auto k = KernelRegistry::global().create(KernelCreateInfo{n, g, opset}, {"dnnl"});
-  return k.is_ok() && std::string(k.value()->backend()) == "dnnl";
-}
-
 void clear_markers(Node& n) {
   n.remove_attr(kInLayoutsAttr);
   n.remove_attr(kOutLayoutsAttr);
@@ -67,8 +62,7 @@ class AssignLayoutsPass : public Pass {
         clear_markers(n);
         changed = true;
       }
-    if (!ctx.backends.empty() && std::find(ctx.backends.begin(), ctx.backends.end(), "dnnl") == ctx.backends.end())
-      return Status::ok();
+    if (!backend_allowed(ctx, "dnnl")) return Status::ok();
     const Layout bl = preferred_blocked_layout();
     if (bl == Layout::kPlain) return Status::ok();
     RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));

@@ -20,24 +20,17 @@
 // QConv has no Sum input), and B_q must have Y_q's type and shape. Runs after
 // dead-code elimination so that A_q's consumer count no longer includes the
 // DequantizeLinear nodes the QDQ fusion left behind.
-#include <algorithm>
-
 #include "ops/fused.h"
-#include "ops/kernel.h"
 #include "passes/pass.h"
 
 namespace medq {
 namespace {
 
-bool dnnl_allowed(const PassContext& ctx) {
-  return ctx.backends.empty() || std::find(ctx.backends.begin(), ctx.backends.end(), "dnnl") != ctx.backends.end();
-}
-
 class FuseQSumPass : public Pass {
  public:
   const char* name() const override { return "qsum"; }
   Status run(Graph& g, PassContext& ctx, bool& changed) override {
-    if (!dnnl_allowed(ctx)) return Status::ok();
+    if (!backend_allowed(ctx, "dnnl")) return Status::ok();
     bool any = false;
     for (size_t ai = 0; ai < g.nodes.size(); ++ai) {
       Node& add = g.nodes[ai];
@@ -80,8 +73,7 @@ class FuseQSumPass : public Pass {
         f.remove_attr("activation_params");
         if (const Attribute* act = add.attr("activation")) f.set_attr(*act);
         if (const Attribute* ap = add.attr("activation_params")) f.set_attr(*ap);
-        auto k = KernelRegistry::global().create(KernelCreateInfo{f, g, ctx.opset}, {"dnnl"});
-        if (!k.is_ok() || std::string(k.value()->backend()) != "dnnl") continue;
+        if (!dnnl_accepts(g, f, ctx.opset)) continue;
         ctx.log.push_back("qsum: fused " + add.label() + " into " + conv.label());
         g.nodes[ci] = std::move(f);
         add.dead = true;

@@ -22,14 +22,6 @@ namespace {
 
 bool is_f16(const Value& v) { return v.dtype == DataType::kFloat16; }
 
-Tensor widen(const Tensor& t) {
-  Tensor r(DataType::kFloat32, t.shape());
-  const uint16_t* s = t.data<uint16_t>();
-  float* d = r.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) d[i] = half_to_float(s[i]);
-  return r;
-}
-
 // True when an fp16 value feeds an op that only has fp32 kernels in medq.
 bool needs_lowering(const Graph& g) {
   static const char* kCompute[] = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
@@ -103,7 +95,7 @@ class LowerFp16Pass : public Pass {
       Value& val = g.values[v];
       if (!is_f16(val) || keep16[v]) continue;
       if (val.is_constant()) {
-        val.initializer = widen(val.initializer);
+        val.initializer = val.initializer.cast(DataType::kFloat32);
         ++widened;
       }
       val.dtype = DataType::kFloat32;
@@ -128,7 +120,7 @@ class LowerFp16Pass : public Pass {
       for (auto& a : n.attrs)
         if (a.type == Attribute::Type::kTensor && a.t.defined() && a.t.dtype() == DataType::kFloat16 &&
             (n.op_type == "Constant" || n.op_type == "ConstantOfShape"))
-          a.t = widen(a.t);
+          a.t = a.t.cast(DataType::kFloat32);
     }
     for (auto& c : boundary) g.add_node(std::move(c));
     ctx.log.push_back("fp16 lowered to fp32 compute: " + std::to_string(widened) + " constants widened");

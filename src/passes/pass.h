@@ -45,6 +45,12 @@ Status run_default_pipeline(Graph& g, PassContext& ctx);
 // Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse", "layouts".
 Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::string>& names);
 
+// Whether the session may use kernel backend `name` (ctx.backends empty: all).
+bool backend_allowed(const PassContext& ctx, const std::string& name);
+// Whether the dnnl backend creates its kernel for node n (passes that rewrite or mark nodes
+// only for oneDNN kernels probe with this).
+bool dnnl_accepts(const Graph& g, const Node& n, int64_t opset);
+
 // Number of live uses of a value (node inputs + graph outputs).
 int use_count(const Graph& g, uint32_t vid);
 // Prints the graph (one node per line) for --dump-after.

@@ -1,8 +1,20 @@
+#include <algorithm>
 #include <cstdio>
+
+#include "ops/kernel.h"
 
 #include "passes/pass.h"
 
 namespace medq {
+
+bool backend_allowed(const PassContext& ctx, const std::string& name) {
+  return ctx.backends.empty() || std::find(ctx.backends.begin(), ctx.backends.end(), name) != ctx.backends.end();
+}
+
+bool dnnl_accepts(const Graph& g, const Node& n, int64_t opset) {
+  auto k = KernelRegistry::global().create(KernelCreateInfo{n, g, opset}, {"dnnl"});
+  return k.is_ok() && std::string(k.value()->backend()) == "dnnl";
+}
 
 int use_count(const Graph& g, uint32_t vid) {
   int c = 0;

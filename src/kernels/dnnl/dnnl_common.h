@@ -57,17 +57,19 @@ inline dnnl::stream& thread_stream() {
 inline dnnl::memory::dims to_dims(const Shape& s) { return dnnl::memory::dims(s.begin(), s.end()); }
 
 // Plain row-major fp32 descriptor of `dims`.
-inline dnnl::memory::desc plain_md(const dnnl::memory::dims& dims) {
+inline dnnl::memory::desc plain_md(const dnnl::memory::dims& dims,
+                                   dnnl::memory::data_type t = dnnl::memory::data_type::f32) {
   dnnl::memory::dims strides(dims.size(), 1);
   for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
-  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+  return dnnl::memory::desc(dims, t, strides);
 }
 
-// fp32 descriptor of a tensor with dims `dims` stored in layout l (plain for
-// non-4-D tensors).
-inline dnnl::memory::desc layout_md(const dnnl::memory::dims& dims, Layout l) {
-  if (l == Layout::kPlain || dims.size() != 4) return plain_md(dims);
-  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32,
+// Descriptor (fp32 unless `t` says otherwise) of a tensor with dims `dims` stored
+// in layout l (plain for non-4-D tensors).
+inline dnnl::memory::desc layout_md(const dnnl::memory::dims& dims, Layout l,
+                                    dnnl::memory::data_type t = dnnl::memory::data_type::f32) {
+  if (l == Layout::kPlain || dims.size() != 4) return plain_md(dims, t);
+  return dnnl::memory::desc(dims, t,
                             l == Layout::kNhwc ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nChw16c);
 }
 

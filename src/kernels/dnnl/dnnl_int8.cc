@@ -46,17 +46,15 @@ memory::data_type dnnl_type(DataType dt) {
   }
 }
 
-memory::desc plain_typed_md(const memory::dims& dims, memory::data_type t) {
-  memory::dims strides(dims.size(), 1);
-  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
-  return memory::desc(dims, t, strides);
-}
-
-// 8-bit activation stored in layout l (passes/assign_layouts.cc gives int8
-// values nhwc only, oneDNN's native int8 activation layout).
-memory::desc typed_layout_md(const memory::dims& dims, memory::data_type t, Layout l) {
-  if (l == Layout::kNhwc && dims.size() == 4) return memory::desc(dims, t, memory::format_tag::nhwc);
-  return plain_typed_md(dims, t);
+// Plain int8 weights `w` with dims `dims` reordered into `md` (the primitive's
+// layout, including the s8 compensation oneDNN adds).
+memory pack_s8(const memory::desc& md, const memory::dims& dims, const Tensor& w) {
+  memory packed(md, cpu_engine());
+  memory wplain(plain_md(dims, memory::data_type::s8), cpu_engine(), const_cast<void*>(w.raw()));
+  dnnl::stream s(cpu_engine());
+  dnnl::reorder(wplain, packed).execute(s, wplain, packed);
+  s.wait();
+  return packed;
 }
 
 bool plain_or_nhwc(const Node& n) {
@@ -237,22 +235,15 @@ class DnnlQConvKernel : public Int8Base {
     memory::desc src_md(xd, st, memory::format_tag::any);
     memory::desc dst_md(yd, dt, memory::format_tag::any);
     memory::desc wei_md(wdims, memory::data_type::s8, memory::format_tag::any);
-    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_typed_md({w_.dim(0)}, memory::data_type::f32);
+    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_md({w_.dim(0)});
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
                                       wei_md, bias_md, dst_md, strides, dil, pl, pr);
     e->pd = dnnl::convolution_forward::primitive_desc(d, make_attr(), cpu_engine());
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain (g)oihw s8 -> the preferred layout (with compensation), once.
-    e->weights = packed_.get(e->pd.weights_desc(), [&] {
-      memory packed(e->pd.weights_desc(), cpu_engine());
-      memory wplain(plain_typed_md(wdims, memory::data_type::s8), cpu_engine(), const_cast<void*>(w_.raw()));
-      dnnl::stream s(cpu_engine());
-      dnnl::reorder(wplain, packed).execute(s, wplain, packed);
-      s.wait();
-      return packed;
-    });
-    e->src_user = typed_layout_md(xd, st, src_l_);
-    e->dst_user = typed_layout_md(yd, dt, dst_l_);
+    e->weights = packed_.get(e->pd.weights_desc(), [&] { return pack_s8(e->pd.weights_desc(), wdims, w_); });
+    e->src_user = layout_md(xd, src_l_, st);
+    e->dst_user = layout_md(yd, dst_l_, dt);
     e->src_r.init_in(e->src_user, e->pd.src_desc());
     e->dst_r.init_out(e->pd.dst_desc(), e->dst_user);
     return e;
@@ -289,7 +280,7 @@ class DnnlQConvKernel : public Int8Base {
                                               {DNNL_ARG_DST, dst},
                                               {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}};
       if (!bias_acc_.empty())
-        args[DNNL_ARG_BIAS] = memory(plain_typed_md({w_.dim(0)}, memory::data_type::f32), cpu_engine(),
+        args[DNNL_ARG_BIAS] = memory(plain_md({w_.dim(0)}), cpu_engine(),
                                      const_cast<float*>(bias_acc_.data()));
       add_zero_point_args(args);
       e->prim.execute(s, args);
@@ -361,18 +352,14 @@ class DnnlQMatMulKernel : public Int8Base {
   Result<std::shared_ptr<QMatMulEntry>> build(int64_t M, DataType adt) const {
     auto e = std::make_shared<QMatMulEntry>();
     const int64_t K = b_.dim(0), N = b_.dim(1);
-    e->src_md = plain_typed_md({M, K}, dnnl_type(adt));
-    e->dst_md = plain_typed_md({M, N}, dnnl_type(p_.out_dtype));
+    e->src_md = plain_md({M, K}, dnnl_type(adt));
+    e->dst_md = plain_md({M, N}, dnnl_type(p_.out_dtype));
     memory::desc wei_md({K, N}, memory::data_type::s8, memory::format_tag::any);
-    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_typed_md({1, N}, memory::data_type::f32);
+    memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_md({1, N});
     dnnl::matmul::desc d(e->src_md, wei_md, bias_md, e->dst_md);
     e->pd = dnnl::matmul::primitive_desc(d, make_attr(), cpu_engine());
     e->prim = dnnl::matmul(e->pd);
-    e->weights = memory(e->pd.weights_desc(), cpu_engine());
-    memory wplain(plain_typed_md({K, N}, memory::data_type::s8), cpu_engine(), const_cast<void*>(b_.raw()));
-    dnnl::stream s(cpu_engine());
-    dnnl::reorder(wplain, e->weights).execute(s, wplain, e->weights);
-    s.wait();
+    e->weights = packed_.get(e->pd.weights_desc(), [&] { return pack_s8(e->pd.weights_desc(), {K, N}, b_); });
     return e;
   }
 
@@ -394,7 +381,7 @@ class DnnlQMatMulKernel : public Int8Base {
           {DNNL_ARG_DST, memory(e->dst_md, cpu_engine(), y.raw())},
           {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}};
       if (!bias_acc_.empty())
-        args[DNNL_ARG_BIAS] = memory(plain_typed_md({1, b_.dim(1)}, memory::data_type::f32), cpu_engine(),
+        args[DNNL_ARG_BIAS] = memory(plain_md({1, b_.dim(1)}), cpu_engine(),
                                      const_cast<float*>(bias_acc_.data()));
       add_zero_point_args(args);
       e->prim.execute(s, args);
@@ -408,6 +395,7 @@ class DnnlQMatMulKernel : public Int8Base {
  private:
   Tensor b_;
   PrimitiveCache<QMatMulEntry> cache_;
+  PackedWeightStore packed_;
 };
 
 // ---------------------------------------------------------------- 8-bit MaxPool
@@ -477,8 +465,8 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
                                   kernel, pl, pr);
     e->pd = dnnl::pooling_forward::primitive_desc(d, user_scratchpad_attr(), cpu_engine());
     e->prim = dnnl::pooling_forward(e->pd);
-    e->src_r.init_in(typed_layout_md(xd, t, src_l_), e->pd.src_desc());
-    e->dst_r.init_out(e->pd.dst_desc(), typed_layout_md(yd, t, dst_l_));
+    e->src_r.init_in(layout_md(xd, src_l_, t), e->pd.src_desc());
+    e->dst_r.init_out(e->pd.dst_desc(), layout_md(yd, dst_l_, t));
     return e;
   }
 

@@ -34,8 +34,10 @@ struct Problem {
   dnnl::memory::desc src_md, wei_plain_md, bias_md, dst_md;
 };
 
+// Constant weights are packed once per layout in `packed` (shared by every M / batch size).
 Result<std::shared_ptr<MatMulEntry>> build_entry(const Problem& p, const float* const_weights, ActKind act,
-                                                  const std::vector<float>& act_params) {
+                                                  const std::vector<float>& act_params,
+                                                  const PackedWeightStore& packed) {
   auto e = std::make_shared<MatMulEntry>();
   e->src_md = p.src_md;
   e->dst_md = p.dst_md;
@@ -50,7 +52,7 @@ Result<std::shared_ptr<MatMulEntry>> build_entry(const Problem& p, const float* 
   e->prim = dnnl::matmul(e->pd);
   e->wei_md = e->pd.weights_desc();
   if (const_weights) {
-    e->weights = pack_memory(const_weights, p.wei_plain_md, e->wei_md);
+    e->weights = packed.get(e->wei_md, [&] { return pack_memory(const_weights, p.wei_plain_md, e->wei_md); });
     e->packed = true;
   }
   return e;
@@ -180,7 +182,7 @@ class DnnlGemmKernel : public DnnlKernel {
                                                       trans_b_ ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
         p.dst_md = plain_md({M, N});
         if (c) p.bias_md = plain_md(to_dims(c2d(c->shape())));
-        return build_entry(p, const_b ? b_packed_src_.data<float>() : nullptr, act_, act_params_);
+        return build_entry(p, const_b ? b_packed_src_.data<float>() : nullptr, act_, act_params_, packed_);
       };
       ASSIGN_OR_RETURN(std::shared_ptr<const MatMulEntry> e, cache_.get(key, build));
       execute_entry(*e, in[0]->raw(), in[1]->raw(), c ? c->raw() : nullptr, y.raw());
@@ -200,6 +202,7 @@ class DnnlGemmKernel : public DnnlKernel {
   Tensor c_scaled_;      // beta * C when C is constant
   bool use_c_ = false;
   PrimitiveCache<MatMulEntry> cache_;
+  PackedWeightStore packed_;
 };
 
 // ---------------------------------------------------------------- MatMul
@@ -317,7 +320,7 @@ class DnnlMatMulKernel : public DnnlKernel {
           bd.back() = dd.back();
           p.bias_md = plain_md(bd);
         }
-        return build_entry(p, const_b ? b_const_.data<float>() : nullptr, act_, act_params_);
+        return build_entry(p, const_b ? b_const_.data<float>() : nullptr, act_, act_params_, packed_);
       };
       ASSIGN_OR_RETURN(std::shared_ptr<const MatMulEntry> e, cache_.get(key, build));
       execute_entry(*e, in[0]->raw(), in[1]->raw(), bias ? bias->raw() : nullptr, y.raw());
@@ -333,6 +336,7 @@ class DnnlMatMulKernel : public DnnlKernel {
   std::vector<float> act_params_;
   Tensor b_const_;
   PrimitiveCache<MatMulEntry> cache_;
+  PackedWeightStore packed_;
 };
 
 }  // namespace

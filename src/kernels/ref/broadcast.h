@@ -321,6 +321,39 @@ class RefKernel : public Kernel {
   virtual bool promote_half() const { return true; }
 };
 
+// RefKernel that knows its node: label for error messages, opset, output count,
+// the input-count check and axis normalization shared by the norm, reduce and
+// matmul kernel families.
+class NodeRefKernel : public RefKernel {
+ protected:
+  void init_base(const KernelCreateInfo& info) {
+    label_ = info.node.label();
+    opset_ = info.opset;
+    num_outputs_ = info.node.outputs.size();
+  }
+  Status error(const std::string& m) const { return invalid_argument(label_ + ": " + m); }
+  // Inputs [0, required) present, at most `max` given.
+  Status check_count(const TensorList& in, size_t required, size_t max) const {
+    if (in.size() < required || in.size() > max)
+      return error("expected " + std::to_string(required) +
+                   (max != required ? " to " + std::to_string(max) : std::string()) + " inputs, got " +
+                   std::to_string(in.size()));
+    for (size_t i = 0; i < required; ++i)
+      if (in[i] == nullptr || !in[i]->defined()) return error("input " + std::to_string(i) + " is missing");
+    return Status::ok();
+  }
+  // axis in [-rank, rank) (a scalar accepts 0) -> [0, rank).
+  Result<int> axis_of(int64_t axis, int rank) const {
+    if (axis < -rank || axis >= std::max(rank, 1))
+      return error("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+    return static_cast<int>(axis < 0 ? axis + rank : axis);
+  }
+
+  std::string label_;
+  int64_t opset_ = 0;
+  size_t num_outputs_ = 1;
+};
+
 // Input i or an error naming the node when it is missing.
 inline Result<const Tensor*> required_input(const std::string& label, const TensorList& in, size_t i) {
   if (i >= in.size() || in[i] == nullptr)

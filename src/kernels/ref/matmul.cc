@@ -24,23 +24,8 @@ namespace medq {
 namespace ref {
 namespace {
 
-class MmKernel : public RefKernel {
+class MmKernel : public NodeRefKernel {
  protected:
-  void init_base(const KernelCreateInfo& info) {
-    label_ = info.node.label();
-    opset_ = info.opset;
-    num_outputs_ = info.node.outputs.size();
-  }
-  Status error(const std::string& m) const { return invalid_argument(label_ + ": " + m); }
-  Status check_count(const TensorList& in, size_t required, size_t max) const {
-    if (in.size() < required || in.size() > max)
-      return error("expected " + std::to_string(required) +
-                   (max != required ? " to " + std::to_string(max) : std::string()) + " inputs, got " +
-                   std::to_string(in.size()));
-    for (size_t i = 0; i < required; ++i)
-      if (in[i] == nullptr || !in[i]->defined()) return error("input " + std::to_string(i) + " is missing");
-    return Status::ok();
-  }
   // Parses the fused activation attributes (FusedGemm / FusedMatMul).
   Status init_activation(const Node& n) {
     auto k = parse_activation(n.attr_s("activation", ""));
@@ -51,9 +36,6 @@ class MmKernel : public RefKernel {
   }
   const float* act_params() const { return act_params_.empty() ? nullptr : act_params_.data(); }
 
-  std::string label_;
-  int64_t opset_ = 0;
-  size_t num_outputs_ = 1;
   ActKind act_ = ActKind::kNone;
   std::vector<float> act_params_;
 };

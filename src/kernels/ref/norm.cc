@@ -15,23 +15,8 @@ namespace medq {
 namespace ref {
 namespace {
 
-class NormKernel : public RefKernel {
+class NormKernel : public NodeRefKernel {
  protected:
-  void init_base(const KernelCreateInfo& info) {
-    label_ = info.node.label();
-    opset_ = info.opset;
-    num_outputs_ = info.node.outputs.size();
-  }
-  Status error(const std::string& m) const { return invalid_argument(label_ + ": " + m); }
-  Status check_count(const TensorList& in, size_t required, size_t max) const {
-    if (in.size() < required || in.size() > max)
-      return error("expected " + std::to_string(required) +
-                   (max != required ? " to " + std::to_string(max) : std::string()) + " inputs, got " +
-                   std::to_string(in.size()));
-    for (size_t i = 0; i < required; ++i)
-      if (in[i] == nullptr || !in[i]->defined()) return error("input " + std::to_string(i) + " is missing");
-    return Status::ok();
-  }
   // All present inputs float and of the same dtype as input 0.
   Status check_float_inputs(const TensorList& in) const {
     RETURN_IF_ERROR(check_dtype(label_, "input 0", in[0]->dtype(), kClassFloat));
@@ -41,16 +26,7 @@ class NormKernel : public RefKernel {
                      ", expected float");
     return Status::ok();
   }
-  Result<int> axis_of(int64_t axis, int rank) const {
-    if (axis < -rank || axis >= std::max(rank, 1))
-      return error("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
-    return static_cast<int>(axis < 0 ? axis + rank : axis);
-  }
   int threads(int64_t work, const RunContext& ctx) const { return work >= kParallelThreshold ? ctx.num_threads : 1; }
-
-  std::string label_;
-  int64_t opset_ = 0;
-  size_t num_outputs_ = 1;
 };
 
 inline const Tensor* opt_in(const TensorList& in, size_t i) {

@@ -28,34 +28,8 @@ void register_ref_quant(KernelRegistry& r);   // quant.cc: Q/DQ, QLinear*, ConvI
 namespace ref {
 namespace {
 
-// Kernel base with the node label for errors.
-class AxisKernel : public RefKernel {
- protected:
-  void init_base(const KernelCreateInfo& info) {
-    label_ = info.node.label();
-    opset_ = info.opset;
-    num_outputs_ = info.node.outputs.size();
-  }
-  Status error(const std::string& m) const { return invalid_argument(label_ + ": " + m); }
-  Status check_count(const TensorList& in, size_t required, size_t max) const {
-    if (in.size() < required || in.size() > max)
-      return error("expected " + std::to_string(required) +
-                   (max != required ? " to " + std::to_string(max) : std::string()) + " inputs, got " +
-                   std::to_string(in.size()));
-    for (size_t i = 0; i < required; ++i)
-      if (in[i] == nullptr || !in[i]->defined()) return error("input " + std::to_string(i) + " is missing");
-    return Status::ok();
-  }
-  Result<int> axis_of(int64_t axis, int rank) const {
-    if (axis < -rank || axis >= std::max(rank, 1))
-      return error("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
-    return static_cast<int>(axis < 0 ? axis + rank : axis);
-  }
-
-  std::string label_;
-  int64_t opset_ = 0;
-  size_t num_outputs_ = 1;
-};
+// Reductions, arg-min/max, softmax and cumsum: node-aware ref kernels (label, axis_of).
+using AxisKernel = NodeRefKernel;
 
 inline const Tensor* opt_in(const TensorList& in, size_t i) {
   return i < in.size() && in[i] != nullptr && in[i]->defined() ? in[i] : nullptr;
