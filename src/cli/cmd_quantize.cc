@@ -57,6 +57,8 @@ const char* kUsage =
     "                             no model written when it only holds with every layer fp32\n"
     "  --min-agreement A          also require int8/fp32 top-1 agreement >= A on the evaluation data\n"
     "                             (e.g. 0.99); with or without --max-drop\n"
+    "  --fallback-weights fp32|fp16  how fallen-back layers store their weights (default: fp32); fp16:\n"
+    "                             float32 compute, weights stored as float16 behind a Cast (half the bytes)\n"
     "  --eval DATA                evaluation data (must not share images with the calibration sample)\n"
     "  --eval-split NAME          its split (default: val, else test, else all rows)\n"
     "  --eval-samples N           evaluate on a label-balanced sample of N images (default: all)\n"
@@ -216,7 +218,11 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       return report_error(invalid_argument("--min-agreement: expected a fraction in (0, 1] (0.99 = 99%), got " +
                                            a.get("--min-agreement")));
   }
-  for (const char* f : {"--eval-split", "--eval-samples", "--metric", "--sensitivity-samples", "--min-agreement"})
+  const std::string fallback_weights = a.get("--fallback-weights", "fp32");
+  if (fallback_weights != "fp32" && fallback_weights != "fp16")
+    return report_error(invalid_argument("--fallback-weights: expected fp32 or fp16, got '" + fallback_weights + "'"));
+  for (const char* f : {"--eval-split", "--eval-samples", "--metric", "--sensitivity-samples", "--min-agreement",
+                        "--fallback-weights"})
     if (a.has(f) && !use_eval) return report_error(invalid_argument(std::string(f) + " needs --eval DATA"));
   if (use_eval && o.mode == "dynamic")
     return report_error(invalid_argument("--eval/--max-drop work with --mode static only"));
@@ -423,6 +429,7 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       MixedPrecisionOptions mo;
       mo.reference_metric = ref_metric.value();
       mo.min_agreement = min_agreement;
+      mo.fp16_fallback_weights = fallback_weights == "fp16";
       mo.within_budget = [&](double ref, double cand) {
         return !std::isfinite(max_drop) || eval::apply_gate(policy, gate_report(ref, cand)).approved;
       };
@@ -510,6 +517,10 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       if (min_agreement > 0)
         std::printf("mixed precision: agreement with fp32 %.4f (--min-agreement %g)\n",
                     last.details.value("agreement_with_fp32", 0.0), min_agreement);
+      if (report.contains("fallback_weights"))
+        std::printf("mixed precision: the fallen-back layers compute in float32 and store %d weight tensor(s) as "
+                    "float16\n",
+                    report["fallback_weights"].value("converted", 0));
       for (const auto& f : fp32_fallback) {
         const LayerSensitivity* s = nullptr;
         for (const auto& x : res.sensitivity)
@@ -575,7 +586,7 @@ int cmd_quantize(int argc, char** argv) {
   auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2,
                        {"--calib", "--split", "--label-column", "--samples", "--balance-by", "--seed", "--batch",
                         "--method", "--percentile", "--activations", "--exclude", "--mode", "--report", "--output",
-                        "--max-drop", "--min-agreement", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples",
+                        "--max-drop", "--min-agreement", "--fallback-weights", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples",
                         "--color", "--resize", "--interpolation", "--scale", "--mean", "--std", "--layout"},
                        {"--symmetric-activations", "--per-tensor", "--quantize-outputs", "--quiet", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());

@@ -25,11 +25,13 @@ bool all_inputs_static(const Graph& g) {
 
 class FoldConstantsPass : public Pass {
  public:
-  const char* name() const override { return "fold"; }
+  explicit FoldConstantsPass(bool keep_qdq) : keep_qdq_(keep_qdq) {}
+  const char* name() const override { return keep_qdq_ ? "prefold" : "fold"; }
   Status run(Graph& g, PassContext& ctx, bool& changed) override {
     const bool static_graph = all_inputs_static(g);
     for (auto& n : g.nodes) {
       if (n.dead) continue;
+      if (keep_qdq_ && n.domain.empty() && (n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear")) continue;
       // Shape/Size of a value whose shape is statically known only need the shape: a
       // data-less placeholder tensor stands in for the input.
       Tensor shape_only;
@@ -88,10 +90,14 @@ class FoldConstantsPass : public Pass {
     }
     return Status::ok();
   }
+
+ private:
+  bool keep_qdq_;
 };
 
 }  // namespace
 
-std::unique_ptr<Pass> make_fold_constants_pass() { return std::make_unique<FoldConstantsPass>(); }
+std::unique_ptr<Pass> make_fold_constants_pass() { return std::make_unique<FoldConstantsPass>(false); }
+std::unique_ptr<Pass> make_prefold_constants_pass() { return std::make_unique<FoldConstantsPass>(true); }
 
 }  // namespace medq

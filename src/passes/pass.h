@@ -30,6 +30,10 @@ class Pass {
 std::unique_ptr<Pass> make_eliminate_identity_pass();
 std::unique_ptr<Pass> make_dead_code_pass();
 std::unique_ptr<Pass> make_fold_constants_pass();
+// Constant folding that leaves QuantizeLinear/DequantizeLinear alone, run before "qdq" so
+// computed quantization parameters (a bias scale written as Mul(x_scale, w_scale)) become
+// initializers while the int8 weights stay behind their DequantizeLinear.
+std::unique_ptr<Pass> make_prefold_constants_pass();
 std::unique_ptr<Pass> make_fold_batchnorm_pass();
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
 std::unique_ptr<Pass> make_fuse_qdq_pass();  // fuse_qdq.cc: QDQ patterns -> medq QConv/QMatMul (before fold)
@@ -42,7 +46,7 @@ Status run_passes(Graph& g, PassContext& ctx, const std::vector<std::unique_ptr<
 // The default pipeline used by Session: identity elimination, QDQ -> int8 fusion, constant folding,
 // BN folding, conv+activation/sum fusion, dead code elimination, layout assignment.
 Status run_default_pipeline(Graph& g, PassContext& ctx);
-// Pipeline names for --passes style selection: "identity", "dce", "fold", "bn", "fuse", "layouts".
+// Pipeline names for --passes style selection: "identity", "dce", "prefold", "fold", "bn", "fuse", "layouts".
 Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::string>& names);
 
 // Whether the session may use kernel backend `name` (ctx.backends empty: all).

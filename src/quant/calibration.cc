@@ -306,6 +306,33 @@ void Calibrator::observe(const Value& v, const Tensor& t) {
     it->second.add(t.data<float>(), t.numel());
   else
     it->second.add_minmax(t.data<float>(), t.numel());
+  // Channel means (axis 1) of [N, C, ...] activations for bias correction.
+  if (t.rank() >= 2 && t.dim(1) > 0) {
+    int64_t inner = 1;
+    for (int d = 2; d < t.rank(); ++d) inner *= t.dim(d);
+    it->second.add_channels(t.data<float>(), t.dim(0), t.dim(1), inner);
+  }
+}
+
+void StreamingHistogram::add_channels(const float* x, int64_t outer, int64_t channels, int64_t inner) {
+  if (channel_sum_.empty() && channel_count_ == 0) channel_sum_.assign(channels, 0.0);
+  if (static_cast<int64_t>(channel_sum_.size()) != channels) return;  // shape changed: keep the first
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* p = x + (o * channels + c) * inner;
+      double s = 0;
+      for (int64_t i = 0; i < inner; ++i)
+        if (std::isfinite(p[i])) s += p[i];
+      channel_sum_[c] += s;
+    }
+  channel_count_ += outer * inner;
+}
+
+std::vector<double> StreamingHistogram::channel_means() const {
+  std::vector<double> m(channel_sum_.size(), 0.0);
+  if (channel_count_ > 0)
+    for (size_t c = 0; c < m.size(); ++c) m[c] = channel_sum_[c] / static_cast<double>(channel_count_);
+  return m;
 }
 
 }  // namespace medq

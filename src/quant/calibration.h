@@ -46,6 +46,11 @@ class StreamingHistogram {
   // Histogram of |x| with num_bins/2 bins over [0, R].
   std::vector<double> abs_bins() const;
 
+  // Per-channel means along axis 1 of the tensors added with add_channels (x viewed as
+  // [outer, channels, inner]); used by bias correction. Empty until the first call.
+  void add_channels(const float* x, int64_t outer, int64_t channels, int64_t inner);
+  std::vector<double> channel_means() const;
+
  private:
   void grow_to(double amax);
   std::vector<int64_t> bins_;
@@ -54,6 +59,8 @@ class StreamingHistogram {
   int64_t count_ = 0;
   float min_ = 0, max_ = 0;
   bool has_data_ = false;
+  std::vector<double> channel_sum_;
+  int64_t channel_count_ = 0;  // values per channel summed
 };
 
 struct TensorRange {

@@ -241,4 +241,44 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
               {"size_after_bytes", initializer_bytes(g)}};
 }
 
+Result<int> store_weights_fp16(Model& m, const std::vector<std::string>& node_names) {
+  Graph& g = m.graph;
+  std::set<std::string> names(node_names.begin(), node_names.end());
+  int converted = 0;
+  const size_t n_nodes = g.nodes.size();
+  for (size_t ni = 0; ni < n_nodes; ++ni) {
+    if (g.nodes[ni].dead || g.nodes[ni].name.empty() || !names.count(g.nodes[ni].name) || !g.nodes[ni].has_input(1))
+      continue;
+    const uint32_t w = g.nodes[ni].inputs[1];
+    const Value& wv = g.value(w);
+    if (!wv.is_constant() || wv.initializer.dtype() != DataType::kFloat32 || wv.initializer.rank() < 2) continue;
+    if (wv.consumers.size() != 1 || g.is_graph_output(w)) continue;
+    Tensor h = wv.initializer.cast(DataType::kFloat16);
+    Tensor back = h.cast(DataType::kFloat32);
+    bool finite = true;
+    for (int64_t i = 0; i < back.numel() && finite; ++i) finite = std::isfinite(back.data<float>()[i]);
+    if (!finite) continue;
+    const std::string base = wv.name;
+    const Shape shape = wv.initializer.shape();
+    auto fresh = [&g](const std::string& n) { return g.find_value(n) == kNoValue ? n : g.unique_name(n); };
+    const uint32_t hv = g.add_constant(fresh(base + "_f16"), std::move(h));
+    const uint32_t fv = g.add_value(fresh(base + "_f32"));
+    g.value(fv).dtype = DataType::kFloat32;
+    g.value(fv).has_shape = true;
+    g.value(fv).shape = shape;
+    g.value(fv).dim_params.assign(shape.size(), "");
+    Node c;
+    c.op_type = "Cast";
+    c.name = g.value(fv).name;
+    c.inputs = {hv};
+    c.outputs = {fv};
+    c.attrs.push_back(Attribute::make_int("to", static_cast<int64_t>(DataType::kFloat32)));
+    g.nodes[ni].inputs[1] = fv;
+    g.add_node(std::move(c));
+    ++converted;
+  }
+  RETURN_IF_ERROR(g.finalize().with_context("fp16 weight storage"));
+  return converted;
+}
+
 }  // namespace medq

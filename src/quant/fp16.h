@@ -30,4 +30,11 @@ struct Fp16Options {
 // converted/blocked node counts, casts inserted, clamped values, sizes.
 Result<nlohmann::json> convert_fp16(Model& m, const Fp16Options& o = {});
 
+// Stores the float32 weight (input 1, rank >= 2, read by that node only) of each named node
+// as float16 behind a Cast to float32: the node still computes in float32, the file carries
+// 2 bytes per weight instead of 4 (mixed precision's `--fallback-weights fp16`). A weight
+// whose values do not survive the conversion (beyond the float16 range) stays float32.
+// Returns the number of weights converted.
+Result<int> store_weights_fp16(Model& m, const std::vector<std::string>& node_names);
+
 }  // namespace medq

@@ -1,5 +1,7 @@
 #include "quant/mixed_precision.h"
 
+#include "quant/fp16.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -216,6 +218,14 @@ Result<MixedPrecisionResult> search_mixed_precision(const Model& prepared, const
     Model m = prepared;
     StaticPlan p = plan_without(plan, fp32);
     ASSIGN_OR_RETURN(json rep, write_qdq(m, p, stats, o));
+    if (mo.fp16_fallback_weights && !fp32.empty()) {
+      std::vector<std::string> names;
+      for (const FallbackUnit* u : fp32)
+        for (uint32_t ni : u->nodes) names.push_back(prepared.graph.nodes[ni].name);
+      ASSIGN_OR_RETURN(int converted, store_weights_fp16(m, names));
+      rep["fallback_weights"] = {{"dtype", "float16"}, {"converted", converted}};
+      rep["size_after_bytes"] = initializer_bytes(m.graph);
+    }
     MixedPrecisionStep st;
     st.step = static_cast<int>(res.steps.size());
     st.fallback = fallback;

@@ -80,6 +80,9 @@ struct MixedPrecisionOptions {
   // Also required when > 0: the candidate's top-1 agreement with fp32 (EvalOutcome::agreement)
   // at least this (`--min-agreement`): a metric can hold while individual decisions flip.
   double min_agreement = 0;
+  // `--fallback-weights fp16`: fallen-back layers keep float32 compute but store their weights
+  // as float16 (+1 byte per weight over int8 instead of +3).
+  bool fp16_fallback_weights = false;
   std::vector<std::vector<Tensor>> sensitivity_batches;
   std::function<void(const std::string&)> log;    // one line per step (optional)
   std::function<void(size_t, size_t)> progress;  // sensitivity progress (done, total) (optional)

@@ -206,7 +206,28 @@ Result<StaticPlan> plan_static(const Model& m, const QuantizeOptions& o) {
     if (n.op_type == "MaxPool" && n.outputs.size() > 1 && n.outputs[1] != kNoValue) ok = false;
     if (!ok) continue;
     p.nodes.push_back(ni);
-    for (size_t s : slots) p.tensors.insert(g.value(n.inputs[s]).name);
+  }
+  // A Relu/Clip whose producer stays float (excluded, or not quantizable) stays float too:
+  // quantizing it alone would put a second, wider Q/DQ on the producer's output before the
+  // one on the activation (two roundings where the float graph had none). The activation's
+  // own Q/DQ still comes from its quantized consumers.
+  std::set<uint32_t> planned(p.nodes.begin(), p.nodes.end());
+  std::vector<uint32_t> kept;
+  for (uint32_t ni : p.nodes) {
+    const Node& n = g.nodes[ni];
+    if (n.op_type == "Relu" || n.op_type == "Clip") {
+      const uint32_t prod = g.value(n.inputs[0]).producer;
+      if (prod == kNoNode || !planned.count(prod)) {
+        p.float_with_producer.push_back(n.label());
+        continue;
+      }
+    }
+    kept.push_back(ni);
+  }
+  p.nodes = kept;
+  for (uint32_t ni : p.nodes) {
+    const Node& n = g.nodes[ni];
+    for (size_t s : activation_slots(g, n)) p.tensors.insert(g.value(n.inputs[s]).name);
     p.tensors.insert(g.value(n.outputs[0]).name);
   }
   if (p.nodes.empty()) return invalid_argument("the model has no float32 node that static quantization handles");
@@ -243,6 +264,8 @@ Tensor zp_tensor(DataType dt, int32_t zp) {
 
 struct WeightQ {
   uint32_t dq_out = kNoValue;
+  uint32_t scale_value = kNoValue;  // the DequantizeLinear's scale initializer
+  uint32_t q_value = kNoValue;      // the int8 weight initializer
   std::vector<float> scales;  // per channel (size 1 for per-tensor)
   int axis = -1;              // -1: per tensor
 };
@@ -327,23 +350,30 @@ class Writer {
     like.initializer = Tensor();
     r.dq_out = add_act(name + "_dq", DataType::kFloat32, like);
     add_node("DequantizeLinear", name + "_DQ", {qv, sv}, {r.dq_out}, attrs);
+    r.scale_value = sv;
+    r.q_value = qv;
     wcache_[key] = r;
     return r;
   }
 
-  // Int32 bias with scale x_scale * w_scale[c] + DequantizeLinear.
-  uint32_t quantize_bias(uint32_t b, float x_scale, const WeightQ& wq, int* overflow) {
+  // Int32 bias + DequantizeLinear whose scale is Mul(x_scale, w_scale): the bias scale
+  // is not stored (a float per channel) but computed from the two scales the graph
+  // already holds; every runtime folds the constant Mul (medq: the "prefold" pass).
+  // `xsv` is the scale initializer of the activation's DequantizeLinear.
+  // `shift` (empty or one per channel) is added to the float bias first (bias correction).
+  uint32_t quantize_bias(uint32_t b, uint32_t xsv, const WeightQ& wq, const std::vector<double>& shift, int* overflow) {
     const Tensor& t = g_.value(b).initializer;
     const std::string name = g_.value(b).name;
     const int64_t n = t.numel();
     const float* src = t.data<float>();
-    std::vector<float> bs(n);
+    const float x_scale = g_.value(xsv).initializer.data<float>()[0];
     Tensor q(DataType::kInt32, t.shape());
     int32_t* dst = q.data<int32_t>();
     for (int64_t c = 0; c < n; ++c) {
       float ws = wq.scales.size() == 1 ? wq.scales[0] : wq.scales[c];
-      bs[c] = x_scale * ws;
-      double v = std::nearbyint(static_cast<double>(src[c]) / bs[c]);
+      const float bs = x_scale * ws;  // exactly what the float Mul computes
+      const double bias = static_cast<double>(src[c]) + (shift.empty() ? 0.0 : shift[c]);
+      double v = std::nearbyint(bias / bs);
       if (!(std::fabs(v) <= 2147483647.0)) {
         ++*overflow;
         v = std::isnan(v) ? 0 : (v > 0 ? 2147483647.0 : -2147483647.0);
@@ -352,14 +382,16 @@ class Writer {
     }
     // Zero point 0 omitted (optional; the int32 input gives the type).
     uint32_t qv = add_const(name + "_q", q);
-    uint32_t sv;
-    std::vector<Attribute> attrs;
+    Value scale_like;
+    scale_like.has_shape = true;
     if (wq.axis >= 0) {
-      sv = add_const(name + "_s", Tensor::from_vector<float>(bs, {n}));
-      attrs.push_back(Attribute::make_int("axis", 0));
-    } else {
-      sv = add_const(name + "_s", scalar_tensor<float>(bs[0]));
+      scale_like.shape = {n};
+      scale_like.dim_params = {""};
     }
+    uint32_t sv = add_act(name + "_s", DataType::kFloat32, scale_like);
+    add_node("Mul", name + "_S", {xsv, wq.scale_value}, {sv});
+    std::vector<Attribute> attrs;
+    if (wq.axis >= 0) attrs.push_back(Attribute::make_int("axis", 0));
     Value like = g_.value(b);
     like.initializer = Tensor();
     uint32_t out = add_act(name + "_dq", DataType::kFloat32, like);
@@ -368,8 +400,11 @@ class Writer {
   }
 
   // Q -> DQ pair on activation `v`; returns the DQ output.
+  // The new names are short ("a<k>_s", "a<k>_q", ...) rather than derived from the
+  // activation's own name: exporters' names ("/features/features.0/.../Clip_output_0")
+  // would appear a dozen times per tensor and cost ~3% of a MobileNet's int8 file.
   uint32_t insert_qdq(uint32_t v, const QParams& q) {
-    const std::string name = g_.value(v).name;
+    const std::string name = "a" + std::to_string(act_count_++);
     uint32_t sv = add_const(name + "_s", scalar_tensor<float>(q.scale));
     // A missing zero point means 0 and makes QuantizeLinear produce uint8, so it is
     // only omitted when it says exactly that (e.g. after a Relu); int8 keeps it.
@@ -392,6 +427,7 @@ class Writer {
   Graph& g_;
   std::set<std::string> node_names_;
   std::map<std::pair<uint32_t, int>, WeightQ> wcache_;
+  int act_count_ = 0;
 };
 
 // Output-channel axis of a constant weight, or -2 when it is not quantized.
@@ -404,6 +440,58 @@ int weight_axis(const Graph& g, const Node& n, bool per_channel) {
   if (n.op_type == "MatMul" && w.rank() == 2) axis = 1;
   if (axis == -2) return -2;
   return per_channel ? axis : -1;
+}
+
+// Bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization
+// and Bias Correction", with empirical input means): rounding the weights to int8 shifts
+// every output channel's mean by (W_q - W) . E[x]; adding the negative of that to the bias
+// removes the systematic part of the weight error (largest for depthwise convs, whose 9
+// weights per channel average little out). E[x] per input channel comes from calibration
+// of the fp32 model; zero padding at the borders is ignored. Returns one shift per output
+// channel, or nothing when the shapes do not fit (the bias is then left as it is).
+std::vector<double> bias_shift(const Graph& g, const Node& n, uint32_t w, const WeightQ& wq,
+                               const std::vector<double>& mean) {
+  const Tensor& wf = g.value(w).initializer;
+  const Tensor& qi = g.value(wq.q_value).initializer;
+  if (wf.dtype() != DataType::kFloat32 || qi.dtype() != DataType::kInt8 || wf.numel() != qi.numel()) return {};
+  const float* f = wf.data<float>();
+  const int8_t* q = qi.data<int8_t>();
+  auto scale = [&](int64_t c) { return static_cast<double>(wq.scales.size() == 1 ? wq.scales[0] : wq.scales[c]); };
+  std::vector<double> shift;
+  if (n.op_type == "Conv" && wf.rank() >= 3) {
+    const int64_t m_out = wf.dim(0), cg = wf.dim(1), group = n.attr_i("group", 1);
+    int64_t k = 1;
+    for (int d = 2; d < wf.rank(); ++d) k *= wf.dim(d);
+    if (group <= 0 || m_out % group || static_cast<int64_t>(mean.size()) != cg * group) return {};
+    shift.assign(m_out, 0.0);
+    for (int64_t m = 0; m < m_out; ++m) {
+      const int64_t gi = m / (m_out / group);
+      double e = 0;
+      for (int64_t c = 0; c < cg; ++c) {
+        double dw = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const int64_t idx = (m * cg + c) * k + i;
+          dw += q[idx] * scale(m) - f[idx];
+        }
+        e += dw * mean[gi * cg + c];
+      }
+      shift[m] = -e;
+    }
+  } else if (n.op_type == "Gemm" && wf.rank() == 2 && !n.attr_i("transA", 0)) {
+    const bool tb = n.attr_i("transB", 0) != 0;
+    const int64_t nout = tb ? wf.dim(0) : wf.dim(1), kin = tb ? wf.dim(1) : wf.dim(0);
+    if (static_cast<int64_t>(mean.size()) != kin) return {};
+    shift.assign(nout, 0.0);
+    for (int64_t o = 0; o < nout; ++o) {
+      double e = 0;
+      for (int64_t i = 0; i < kin; ++i) {
+        const int64_t idx = tb ? o * kin + i : i * nout + o;
+        e += (q[idx] * scale(o) - f[idx]) * mean[i];
+      }
+      shift[o] = -e;
+    }
+  }
+  return shift;
 }
 
 json qparams_json(const QParams& q) {
@@ -521,7 +609,11 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
     layers.push_back(json{{"tensor", g.value(v).name}, {"observed_min", h.min()}, {"observed_max", h.max()},
                           {"range", {a.range.lo, a.range.hi}}, {"quantization", qparams_json(a.q)}});
   }
-  for (auto [ni, s] : rewire) g.nodes[ni].inputs[s] = dq_of.at(g.nodes[ni].inputs[s]);
+  std::map<uint32_t, uint32_t> float_input;  // quantized node -> its activation input before rewiring
+  for (auto [ni, s] : rewire) {
+    if (s == 0) float_input[ni] = g.nodes[ni].inputs[0];
+    g.nodes[ni].inputs[s] = dq_of.at(g.nodes[ni].inputs[s]);
+  }
   // Quantized graph outputs keep their names: the DQ output takes the name.
   if (o.quantize_outputs) {
     for (auto& out : g.outputs) {
@@ -565,9 +657,19 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
         for (uint32_t o2 : c.outputs)
           if (o2 == xin && c.op_type == "DequantizeLinear") dq = &c;
       if (dq) {
-        float xs = g.value(dq->inputs[1]).initializer.data<float>()[0];
         uint32_t bv = n.inputs[2];
-        uint32_t bdq = w.quantize_bias(bv, xs, wq, &overflow);
+        std::vector<double> shift;
+        if (o.bias_correction && float_input.count(ni)) {
+          auto st = stats.find(g.value(float_input.at(ni)).name);
+          if (st != stats.end()) shift = bias_shift(g, n, wv, wq, st->second.channel_means());
+          if (shift.size() != static_cast<size_t>(g.value(bv).initializer.numel())) shift.clear();
+          if (!shift.empty()) {
+            double mx = 0;
+            for (double d : shift) mx = std::max(mx, std::fabs(d));
+            wj["bias_correction_max_abs"] = mx;
+          }
+        }
+        uint32_t bdq = w.quantize_bias(bv, dq->inputs[1], wq, shift, &overflow);
         g.nodes[ni].inputs[2] = bdq;
         wj["bias"] = g.value(bv).name;
         wj["bias_dtype"] = "int32";
@@ -586,7 +688,9 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
            {"layers", layers},
            {"weight_layers", weights},
            {"fused_activations", fused},
+           {"bias_correction", o.bias_correction},
            {"excluded", plan.excluded},
+           {"float_with_producer", plan.float_with_producer},
            {"size_before_bytes", bytes_before},
            {"size_after_bytes", bytes_after},
            {"bias_overflow_clamped", overflow}};

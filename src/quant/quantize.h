@@ -42,6 +42,7 @@ struct QuantizeOptions {
   std::vector<std::string> exclude;  // node names or op types kept in fp32
   bool quantize_outputs = false;     // also quantize values that are graph outputs
   int num_bins = 4096;               // calibration histogram bins over [-R, R]
+  bool bias_correction = true;       // fold the mean shift of int8 weight rounding into the bias
 };
 
 struct QParams {
@@ -65,6 +66,7 @@ struct StaticPlan {
   std::vector<uint32_t> nodes;        // node ids quantized (in the prepared graph)
   std::set<std::string> tensors;      // activation tensors to calibrate
   std::vector<std::string> excluded;  // labels of nodes kept fp32 by --exclude
+  std::vector<std::string> float_with_producer;  // Relu/Clip kept float because their producer is
 };
 Result<StaticPlan> plan_static(const Model& m, const QuantizeOptions& o);
 

@@ -292,6 +292,20 @@ TEST_F(QuantMixedCli, MinAgreementAloneDrivesTheFallback) {
   EXPECT_EQ(mp["steps"].back()["details"]["agreement_with_fp32"].get<double>(), 1.0);
   EXPECT_EQ(mp["fp32_layers"], json::array({kSensitive}));
   EXPECT_NE(r.out.find("agreement with fp32 1.0000 (--min-agreement 1)"), std::string::npos) << r.out;
+  const int64_t fp32_size = rep["size_after_bytes"].get<int64_t>();
+  // The same with the fallen-back layer's weights stored as float16: same decisions, smaller.
+  r = run("m.onnx --calib data.csv --samples 8 --min-agreement 1 --fallback-weights fp16 --eval data.csv "
+          "--eval-split test -o out16.onnx --report rep16.json --sensitivity-samples 8 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json rep16 = json::parse(slurp(file("rep16.json")));
+  EXPECT_EQ(rep16["mixed_precision"]["fp32_layers"], json::array({kSensitive}));
+  EXPECT_EQ(rep16["fallback_weights"]["converted"], 1);
+  EXPECT_LT(rep16["size_after_bytes"].get<int64_t>(), fp32_size);
+  EXPECT_EQ(rep16["mixed_precision"]["steps"].back()["details"]["agreement_with_fp32"].get<double>(), 1.0);
+  EXPECT_NE(r.out.find("store 1 weight tensor(s) as float16"), std::string::npos) << r.out;
+  r = run("m.onnx --calib data.csv --samples 8 --min-agreement 1 --fallback-weights fp8 --eval data.csv -o x.onnx");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--fallback-weights: expected fp32 or fp16"), std::string::npos) << r.err;
   // A threshold the int8 model already meets changes nothing.
   r = run("m.onnx --calib data.csv --samples 8 --min-agreement 0.01 --eval data.csv --eval-split test -o out.onnx "
           "--report rep.json --quiet");

@@ -294,6 +294,22 @@ TEST(QuantQdq, StaticWriterProducesCheckedQdqModel) {
   // All-zero weight/bias zero points are left out (optional; the int8/int32 input gives the type).
   EXPECT_EQ(dqw->inputs.size(), 2u);
   EXPECT_EQ(producer_of(g, "B1_dq")->inputs.size(), 2u);
+  // The bias scale is not stored: Mul(x_scale, w_scale) of the two scales already in the file.
+  {
+    const Node* bdq = producer_of(g, "B1_dq");
+    const Node* mul = producer_of(g, g.value(bdq->inputs[1]).name);
+    ASSERT_NE(mul, nullptr);
+    EXPECT_EQ(mul->op_type, "Mul");
+    EXPECT_EQ(g.value(mul->inputs[1]).name, "W1_s");
+    const Node* conv1 = nullptr;
+    for (const auto& n : g.nodes)
+      if (n.name == "conv1") conv1 = &n;
+    ASSERT_NE(conv1, nullptr);
+    const Node* xdq = producer_of(g, g.value(conv1->inputs[0]).name);
+    ASSERT_NE(xdq, nullptr);
+    EXPECT_EQ(xdq->op_type, "DequantizeLinear");
+    EXPECT_EQ(mul->inputs[0], xdq->inputs[1]);  // the activation's scale initializer
+  }
   // Activation zero points: omitted only where QuantizeLinear's default (uint8, 0) says the same.
   for (const auto& n : g.nodes)
     if (n.op_type == "QuantizeLinear") {
@@ -392,6 +408,118 @@ TEST(QuantQdq, ReluKeptWhenAFloatNodeReadsIt) {
   double scale = 0;
   for (int64_t i = 0; i < want[0].numel(); ++i) scale = std::max(scale, (double)std::fabs(want[0].data<float>()[i]));
   EXPECT_LT(max_abs_diff(want[0], got[0]), 0.05 * scale + 0.02);
+}
+
+TEST(QuantQdq, ReluAfterAnExcludedConvStaysFloatWithoutAnExtraQdq) {
+  // conv1 excluded: relu1 runs in float on conv1's output (no Q/DQ between them, which
+  // would round the wide pre-activation range once more); r1 is quantized once, for the Add.
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  QuantizeOptions o;
+  o.exclude = {"conv1"};
+  auto rep = quantize_static(m, o, random_batches(3, 100));
+  ASSERT_TRUE(rep.is_ok()) << rep.status().message();
+  const Graph& g = m.graph;
+  const Node* relu1 = nullptr;
+  for (const auto& n : g.nodes)
+    if (n.name == "relu1") relu1 = &n;
+  ASSERT_NE(relu1, nullptr);
+  EXPECT_EQ(g.value(relu1->inputs[0]).name, "c1");
+  const Node* q_r1 = nullptr;
+  for (const auto& n : g.nodes)
+    if (n.op_type == "QuantizeLinear" && g.value(n.inputs[0]).name == "r1") q_r1 = &n;
+  EXPECT_NE(q_r1, nullptr);
+  EXPECT_EQ(rep.value()["excluded"].size(), 1u);
+  ASSERT_EQ(rep.value()["float_with_producer"].size(), 1u);
+  EXPECT_NE(rep.value()["float_with_producer"][0].get<std::string>().find("relu1"), std::string::npos);
+}
+
+// One Conv with a bias on all-positive inputs (mean far from 0), per-tensor weights: the
+// weight rounding error shifts each output channel's mean by (W_q - W) . E[x].
+Result<Model> positive_conv_model() {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 8, 6, 6}, kF32, "batch");
+  b.init("W", random_f32({6, 8, 3, 3}, 11, -0.5f, 0.5f));
+  b.init("B", random_f32({6}, 12));
+  b.node("Conv", {"X", "W", "B"}, {"Y"}, "conv");
+  b.output("Y");
+  return b.build("positive_conv.onnx");
+}
+
+BatchSource positive_batches(int n, uint32_t seed) {
+  auto i = std::make_shared<int>(0);
+  return [=](std::vector<Tensor>& in) -> Result<bool> {
+    if (*i >= n) return false;
+    in = {random_f32({8, 8, 6, 6}, seed + (*i)++, 1.f, 3.f)};
+    return true;
+  };
+}
+
+// Mean over images and pixels of (quantized - fp32) output, per channel, summed in |.|.
+double channel_mean_bias(const Model& fp32, const Model& q) {
+  std::vector<double> acc(6, 0.0);
+  int64_t count = 0;
+  for (uint32_t seed = 500; seed < 508; ++seed) {
+    Tensor x = random_f32({8, 8, 6, 6}, seed, 1.f, 3.f);
+    std::vector<Tensor> a, b;
+    if (!run_model(fp32, {x}, true, &a).is_ok() || !run_model(q, {x}, true, &b).is_ok()) return 1e9;
+    const int64_t hw = a[0].dim(2) * a[0].dim(3);
+    for (int64_t n = 0; n < a[0].dim(0); ++n)
+      for (int64_t c = 0; c < 6; ++c)
+        for (int64_t i = 0; i < hw; ++i) {
+          const int64_t k = (n * 6 + c) * hw + i;
+          acc[c] += b[0].data<float>()[k] - a[0].data<float>()[k];
+        }
+    count += a[0].dim(0) * hw;
+  }
+  double sum = 0;
+  for (double v : acc) sum += std::fabs(v / count);
+  return sum;
+}
+
+TEST(QuantQdq, BiasCorrectionRemovesTheMeanShiftOfWeightRounding) {
+  auto mr = positive_conv_model();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  QuantizeOptions o;
+  o.per_channel = false;  // coarser weights: a larger shift to correct
+  Model with = mr.value(), without = mr.value();
+  auto r1 = quantize_static(with, o, positive_batches(6, 40));
+  ASSERT_TRUE(r1.is_ok()) << r1.status().message();
+  o.bias_correction = false;
+  auto r0 = quantize_static(without, o, positive_batches(6, 40));
+  ASSERT_TRUE(r0.is_ok()) << r0.status().message();
+  EXPECT_TRUE(r1.value()["bias_correction"].get<bool>());
+  ASSERT_TRUE(r1.value()["weight_layers"][0].contains("bias_correction_max_abs"));
+  EXPECT_GT(r1.value()["weight_layers"][0]["bias_correction_max_abs"].get<double>(), 0.0);
+  EXPECT_FALSE(r0.value()["weight_layers"][0].contains("bias_correction_max_abs"));
+  const double b0 = channel_mean_bias(mr.value(), without), b1 = channel_mean_bias(mr.value(), with);
+  std::printf("[ bias correction ] sum over channels of |mean output error|: %.5f without, %.5f with\n", b0, b1);
+  EXPECT_LT(b1, 0.5 * b0);
+}
+
+TEST(QuantQdq, Fp16WeightStorageKeepsFloatCompute) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  Model m = mr.value();
+  auto n = store_weights_fp16(m, {"conv2", "fc", ""});
+  ASSERT_TRUE(n.is_ok()) << n.status().message();
+  EXPECT_EQ(n.value(), 2);  // conv2's W2 and fc's Wfc; conv1 untouched
+  const Graph& g = m.graph;
+  EXPECT_EQ(find(g, "W1")->initializer.dtype(), DataType::kFloat32);
+  EXPECT_TRUE(find(g, "W2") == nullptr || find(g, "W2")->consumers.empty());  // not saved
+  const Value* h = find(g, "W2_f16");
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(h->initializer.dtype(), DataType::kFloat16);
+  EXPECT_EQ(count_op(g, "Cast"), 2);
+  Tensor x = random_f32({4, 3, 8, 8}, 77);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());
+  Status st = run_model(m, {x}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 2e-3);
+  auto saved = save_model_checked(m, tmp_path("small_fp16_weights.onnx"));
+  EXPECT_TRUE(saved.is_ok()) << saved.status().message();
 }
 
 TEST(QuantQdq, DynamicRefusesConv) {
