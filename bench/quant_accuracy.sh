@@ -7,11 +7,14 @@
 # plus the fp16 model (medq convert --fp16), the file size ratios, and ONNX Runtime agreement:
 #   medq preprocess  test split -> one float32 .npy (exactly medq's inputs)
 #   node bench/ort/ort_agree.js  ORT on that .npy vs `medq run` on the same images (top-1 agreement)
-# for fp32, the default (minmax) int8 model and fp16. Prints markdown tables; everything
+# for fp32, the default (minmax) int8 model and fp16. For skin also the accuracy-driven mixed
+# precision model (`--mixed A`, default 0.995): percentile 99.99, `--min-agreement A` tuned on a
+# held-out `val` slice of train (bench/make_val_split.sh; never on test), the fallen-back layers'
+# weights stored as float16 (`--fallback-weights fp16`). Prints markdown tables; everything
 # (models, reports, logs, summary.json, tables.md) stays in the work folder.
 #
 # usage: bash bench/quant_accuracy.sh [--models brain,skin] [--methods minmax,percentile,entropy,mse]
-#            [--samples 500] [--threads 2] [--work DIR]
+#            [--samples 500] [--threads 2] [--mixed 0.995|0] [--work DIR]
 # needs: build/medq (or MEDQ=path), node + bench/ort/node_modules, /usr/bin/python3 (summary only),
 #        the shared data (MEDQ_SHARED_DATA, default ../shared/data).
 set -euo pipefail
@@ -21,6 +24,7 @@ METHODS=minmax,percentile,entropy,mse
 SAMPLES=500
 THREADS=2
 WORK=""
+MIXED=0.995
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODELS=$2; shift 2 ;;
@@ -28,7 +32,8 @@ while [ $# -gt 0 ]; do
     --samples) SAMPLES=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --mixed) MIXED=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "quant_accuracy: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +77,15 @@ for m in "${MS[@]}"; do
     step "$m.validate.$meth" "$MEDQ" validate --reference "$FP32" --candidate "$WORK/$m.int8.$meth.onnx" \
       --data "$MAN" --split test --label-column "$LC" --threads "$THREADS" --quiet --report "$WORK/$m.val.$meth"
   done
+  if [ "$m" = skin ] && [ "$MIXED" != 0 ]; then
+    step "$m.valsplit" bash bench/make_val_split.sh "$MAN" "$WORK/$m.valsplit.csv"
+    step "$m.quantize.mixed" "$MEDQ" quantize "$FP32" --calib "$WORK/$m.valsplit.csv" --split train --label-column "$LC" \
+      --samples "$SAMPLES" --balance-by "$LC" --method percentile --percentile 99.99 --min-agreement "$MIXED" \
+      --fallback-weights fp16 --eval "$WORK/$m.valsplit.csv" --eval-split val --quiet \
+      -o "$WORK/$m.int8.mixed.onnx" --report "$WORK/$m.int8.mixed.report.json"
+    step "$m.validate.mixed" "$MEDQ" validate --reference "$FP32" --candidate "$WORK/$m.int8.mixed.onnx" \
+      --data "$MAN" --split test --label-column "$LC" --threads "$THREADS" --quiet --report "$WORK/$m.val.mixed"
+  fi
   step "$m.convert.fp16" "$MEDQ" convert --fp16 "$FP32" -o "$WORK/$m.fp16.onnx"
   step "$m.validate.fp16" "$MEDQ" validate --reference "$FP32" --candidate "$WORK/$m.fp16.onnx" \
     --data "$MAN" --split test --label-column "$LC" --threads "$THREADS" --quiet --report "$WORK/$m.val.fp16"
@@ -80,7 +94,7 @@ for m in "${MS[@]}"; do
   step "$m.preprocess" "$MEDQ" preprocess "$MAN" --model "$FP32" --split test --label-column "$LC" --quiet \
     -o "$WORK/$m.test.npy" --labels-out "$WORK/$m.test.csv"
   mapfile -t PATHS < <(/usr/bin/python3 -c 'import csv,sys; [print(r["path"]) for r in csv.DictReader(open(sys.argv[1]))]' "$WORK/$m.test.csv")
-  for v in fp32 int8.minmax fp16; do
+  for v in fp32 int8.minmax int8.mixed fp16; do
     model=$WORK/$m.$v.onnx
     [ "$v" = fp32 ] && model=$FP32
     [ -f "$model" ] || continue
@@ -127,7 +141,8 @@ for m in models:
     fp32_size = os.path.getsize(fp32_files[m])
     rows = []
     ref = None
-    for v in [f"int8.{x}" for x in methods] + ["fp16"]:
+    mixed = ["int8.mixed"] if os.path.exists(f"{work}/{m}.int8.mixed.onnx") else []
+    for v in [f"int8.{x}" for x in methods] + mixed + ["fp16"]:
         tag = v.split(".")[-1]
         rep = load(f"{work}/{m}.val.{tag}/report.json")
         mf = f"{work}/{m}.{v}.onnx"
@@ -156,7 +171,8 @@ for m in models:
         out.append(f"| fp32 | {f4(ref['accuracy'])} | | | {f4(ref['macro']['f1'])} | {f4(ref['balanced_accuracy'])} | 1.000x | "
                    f"{f4(o32 and o32.get('ort_accuracy'))} | {pct(o32 and o32.get('agreement'))} | |")
     for r in rows:
-        name = r["variant"].replace("int8.percentile", "int8 percentile 99.99").replace("int8.", "int8 ")
+        name = r["variant"].replace("int8.percentile", "int8 percentile 99.99").replace(
+            "int8.mixed", "int8 mixed (val-tuned, fp16 fallback weights)").replace("int8.", "int8 ")
         size = "n/a" if r["size_ratio"] is None else f"{r['size_ratio']:.3f}x"
         if "accuracy" in r:
             is16 = r["variant"] == "fp16"

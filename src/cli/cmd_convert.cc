@@ -37,6 +37,9 @@ std::string usage_text() {
          "  --block-ops A,B            ops kept in float32 (replaces the default list; 'none' for none)\n"
          "                             default: " + ops + "\n"
          "  --block-nodes N1,N2        node names kept in float32\n"
+         "  --keep-output-layer auto|on|off  the layer producing the outputs (logits Gemm/MatMul/Conv)\n"
+         "                             stays float32; auto (default): when its weights are <= 2% of the\n"
+         "                             model's (few-class classifiers: decisions for almost no bytes)\n"
          "  --report R.json            conversion report\n";
 }
 
@@ -47,7 +50,7 @@ int cmd_convert(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) args.push_back(std::string(argv[i]) == "-o" ? "--output" : argv[i]);
   std::vector<char*> av;
   for (auto& s : args) av.push_back(s.data());
-  auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2, {"--output", "--block-ops", "--block-nodes", "--report"},
+  auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2, {"--output", "--block-ops", "--block-nodes", "--keep-output-layer", "--report"},
                        {"--fp16", "--keep-io-types", "--no-keep-io-types", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
@@ -71,6 +74,10 @@ int cmd_convert(int argc, char** argv) {
     if (o.block_ops.size() == 1 && o.block_ops[0] == "none") o.block_ops.clear();
   }
   if (a.has("--block-nodes")) o.block_nodes = split_csv_list(a.get("--block-nodes"));
+  const std::string kol = a.get("--keep-output-layer", "auto");
+  if (kol != "auto" && kol != "on" && kol != "off")
+    return report_error(invalid_argument("--keep-output-layer: expected auto, on or off, got '" + kol + "'"));
+  o.keep_output_layers = kol == "auto" ? -1 : (kol == "on" ? 1 : 0);
 
   auto mr = load_model(model_path);
   if (!mr.is_ok()) return report_error(mr.status());
@@ -93,6 +100,9 @@ int cmd_convert(int argc, char** argv) {
   std::printf("fp16: %d nodes converted, %zu kept float32, %d casts, %lld values clamped to +-65504\n",
               rep["converted_nodes"].get<int>(), rep["blocked_nodes"].size(), rep["casts_inserted"].get<int>(),
               static_cast<long long>(rep["clamped_values"].get<int64_t>()));
+  for (const auto& k : rep["kept_output_layers"])
+    std::printf("kept float32 (output layer, %.1f%% of the weights): %s\n", 100 * k["share"].get<double>(),
+                k["node"].get<std::string>().c_str());
   std::printf("weights: %.2f MB -> %.2f MB (%.3fx)\n", before / 1e6, after / 1e6,
               before ? static_cast<double>(after) / before : 0.0);
   std::printf("saved %s\n", out_path.c_str());

@@ -49,6 +49,35 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
     for (const auto& n : g.nodes) hit |= n.name == bn;
     if (!hit) return invalid_argument("--block-nodes: no node named '" + bn + "'");
   }
+  json kept_output = json::array();
+  if (o.keep_output_layers != 0) {
+    int64_t total = 0;
+    for (const Value& val : g.values)
+      if (val.is_constant() && val.initializer.dtype() == DataType::kFloat32) total += val.initializer.numel();
+    for (const auto& n : g.nodes) {
+      if (n.dead || n.name.empty() || n.outputs.empty() ||
+          (n.op_type != "Gemm" && n.op_type != "MatMul" && n.op_type != "Conv"))
+        continue;
+      // Follow single-consumer shape/normalisation nodes to a graph output.
+      uint32_t v = n.outputs[0];
+      for (int hops = 0; hops < 4 && v != kNoValue && !g.is_graph_output(v); ++hops) {
+        const Value& val = g.value(v);
+        if (val.consumers.size() != 1) break;
+        const Node& c = g.nodes[val.consumers[0]];
+        if (c.op_type != "Flatten" && c.op_type != "Reshape" && c.op_type != "Squeeze" && c.op_type != "Softmax") break;
+        v = c.outputs.empty() ? kNoValue : c.outputs[0];
+      }
+      if (v == kNoValue || !g.is_graph_output(v)) continue;
+      int64_t params = 0;
+      for (size_t s = 1; s < n.inputs.size(); ++s)
+        if (n.has_input(s) && g.value(n.inputs[s]).is_constant()) params += g.value(n.inputs[s]).initializer.numel();
+      const double share = total > 0 ? static_cast<double>(params) / total : 0.0;
+      if (o.keep_output_layers == 1 || share <= 0.02) {
+        block_nodes.insert(n.name);
+        kept_output.push_back({{"node", n.label()}, {"parameters", params}, {"share", share}});
+      }
+    }
+  }
   auto vdtype = [&](uint32_t v) -> DataType {
     const Value& val = g.value(v);
     return val.is_constant() ? val.initializer.dtype() : val.dtype;
@@ -234,6 +263,7 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
   return json{{"mode", "fp16"},
               {"converted_nodes", converted},
               {"blocked_nodes", blocked},
+              {"kept_output_layers", kept_output},
               {"casts_inserted", casts},
               {"clamped_values", clamped},
               {"keep_io_types", o.keep_io_types},

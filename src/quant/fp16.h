@@ -23,6 +23,11 @@ struct Fp16Options {
   // Ops kept in float32. Defaults: softmax/normalisation/reductions/exp-log family and Resize.
   std::vector<std::string> block_ops = default_fp16_block_ops();
   std::vector<std::string> block_nodes;  // node names kept in float32
+  // The output layer (Gemm/MatMul/Conv whose result is a graph output, directly or through
+  // Flatten/Reshape/Squeeze/Softmax) stays float32: -1 auto = when its weights are at most 2%
+  // of the model's (the logits layer of a few-class classifier: a decision-critical layer for
+  // almost no bytes), 1 always, 0 never.
+  int keep_output_layers = -1;
   static std::vector<std::string> default_fp16_block_ops();
 };
 

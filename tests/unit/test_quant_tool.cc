@@ -615,6 +615,33 @@ TEST(QuantFp16, SmallModelConvertsWithCastsAtIo) {
   EXPECT_LT(max_abs_diff(want[0], got[0]), 1e-2);
 }
 
+TEST(QuantFp16, OutputLayerKeptFloat32) {
+  auto mr = small_model();
+  ASSERT_TRUE(mr.is_ok());
+  // auto: fc holds 10 of ~230 weights (> 2%): converted like the rest.
+  Model a = mr.value();
+  auto ra = convert_fp16(a, {});
+  ASSERT_TRUE(ra.is_ok()) << ra.status().message();
+  EXPECT_EQ(ra.value()["kept_output_layers"].size(), 0u);
+  EXPECT_EQ(find(a.graph, "Wfc")->initializer.dtype(), DataType::kFloat16);
+  // on: the logits Gemm stays float32, the rest is float16.
+  Model m = mr.value();
+  Fp16Options o;
+  o.keep_output_layers = 1;
+  auto r = convert_fp16(m, o);
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  ASSERT_EQ(r.value()["kept_output_layers"].size(), 1u);
+  EXPECT_NE(r.value()["kept_output_layers"][0]["node"].get<std::string>().find("fc"), std::string::npos);
+  EXPECT_EQ(find(m.graph, "Wfc")->initializer.dtype(), DataType::kFloat32);
+  EXPECT_EQ(find(m.graph, "W1")->initializer.dtype(), DataType::kFloat16);
+  Tensor x = random_f32({2, 3, 8, 8}, 6);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(run_model(mr.value(), {x}, true, &want).is_ok());
+  Status st = run_model(m, {x}, true, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_LT(max_abs_diff(want[0], got[0]), 1e-2);
+}
+
 TEST(QuantFp16, ClampsOutOfRangeInitializers) {
   OnnxBuilder b(13);
   b.input("X", {-1, 2}, kF32, "batch");
