@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../passes/onnx_test_builder.h"
+#include "kernels/dnnl/dnnl_layout.h"
 #include "onnx/model_io.h"
 #include "ops/fused.h"
 #include "quant/quantize.h"
@@ -26,6 +27,7 @@ using testing_onnx::attr_f;
 using testing_onnx::attr_i;
 using testing_onnx::attr_ints;
 using testing_onnx::count_op;
+using testing_onnx::max_abs_diff;
 using testing_onnx::OnnxBuilder;
 using testing_ref::cst;
 using testing_ref::in;
@@ -394,6 +396,54 @@ TEST(FuseQdq, ResNetBlockFusedMatchesUnfused) {
         std::printf("[ qdq block ] output %d: fused vs unfused max |diff| %.3g (tolerance %.3g, max |y| %.3f)\n", o,
                     maxd, tol, maxv);
     }
+  }
+}
+
+// DequantizeLinear inside the int8 nhwc chains (dnnl_int8.cc DnnlQdqKernel): after a QConv it
+// reads nhwc; into a dnnl GlobalAveragePool it stays nhwc (element-wise, no reorder), into a
+// graph output it transposes to nchw. Both must equal the reference-only session exactly.
+TEST(FuseQdq, DequantizeInNhwcChains) {
+  std::mt19937 rng(5);
+  OnnxBuilder b(13);
+  b.input("x", {2, 16, 10, 10});
+  add_qdq(b, "x", "xd", 2.f / 255, 128, false);
+  add_weight(b, "w1", {16, 16, 3, 3}, 0, 0.002f, rng);
+  conv(b, {"xd", "w1"}, "c1", 3);
+  add_qdq(b, "c1", "d1", 4.f / 255, 128, false);
+  b.node("GlobalAveragePool", {"d1"}, {"gp"});
+  add_weight(b, "w2", {8, 16, 3, 3}, 0, 0.002f, rng);
+  conv(b, {"xd", "w2"}, "c2", 3);
+  add_qdq(b, "c2", "d2", 4.f / 255, 10, true);
+  b.output("gp").output("d2");
+  auto m = b.build("qdq_nhwc_dq.onnx");
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  SessionOptions o;
+  o.num_threads = 2;
+  auto s = Session::create(m.value(), o);
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  const Graph& g = s.value()->graph();
+  int nhwc_in = 0, to_plain = 0;
+  for (const auto& n : g.nodes) {
+    if (n.op_type != "DequantizeLinear" || !n.has_attr(kInLayoutsAttr)) continue;
+    const auto in = n.attr_ints(kInLayoutsAttr), out = n.attr_ints(kOutLayoutsAttr);
+    if (in[0] == static_cast<int64_t>(Layout::kNhwc)) ++nhwc_in;
+    if (in[0] == static_cast<int64_t>(Layout::kNhwc) && out[0] == static_cast<int64_t>(Layout::kPlain)) ++to_plain;
+  }
+  if (preferred_blocked_layout() == Layout::kNhwc) {
+    EXPECT_EQ(nhwc_in, 2);
+    EXPECT_EQ(to_plain, 1);  // d2 is a graph output
+  }
+  SessionOptions r = o;
+  r.backends = {"ref"};
+  auto ref = Session::create(m.value(), r);
+  ASSERT_TRUE(ref.is_ok()) << ref.status().message();
+  Tensor x = testing_onnx::random_f32({2, 16, 10, 10}, 9);
+  auto a = s.value()->run({x});
+  auto c = ref.value()->run({x});
+  ASSERT_TRUE(a.is_ok() && c.is_ok());
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_EQ(a.value()[k].shape(), c.value()[k].shape());
+    EXPECT_LT(max_abs_diff(a.value()[k], c.value()[k]), 1e-5) << "output " << k;
   }
 }
 

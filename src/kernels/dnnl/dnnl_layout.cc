@@ -57,6 +57,7 @@ bool supports_blocked_io(const Node& n, bool input, size_t i) {
   if (is_eltwise(op)) return i == 0;
   if (is_binary(op)) return input ? i < 2 : i == 0;
   if (op == "Concat") return true;
+  if (op == "QuantizeLinear" || op == "DequantizeLinear") return i == 0;  // per tensor (dnnl_int8.cc)
   return false;
 }
 
