@@ -502,6 +502,15 @@ class DnnlMaxPool8Kernel : public DnnlKernel {
   PrimitiveCache<QPoolEntry> cache_;
 };
 
+// The reference kernel of the node without its layout markers: for element-wise int8 ops
+// whose math does not depend on the storage order when every side shares one layout.
+Result<std::unique_ptr<Kernel>> ref_kernel_of(const KernelCreateInfo& info) {
+  Node plain = info.node;
+  plain.remove_attr(kInLayoutsAttr);
+  plain.remove_attr(kOutLayoutsAttr);
+  return KernelRegistry::global().create(KernelCreateInfo{plain, info.graph, info.opset}, {"ref"});
+}
+
 // ---------------------------------------------------------------- QAdd
 
 // medq QAdd (int8 residual add) between nhwc int8 values. A, B and Y have the
@@ -520,10 +529,7 @@ class DnnlQAddKernel : public DnnlKernel {
     if (l == Layout::kNChw16c) return unsupported_error("only plain and nhwc layouts are supported");
     if (node_layout(n, true, 0) != l || node_layout(n, true, 1) != l)
       return unsupported_error("A, B and Y must share one layout");
-    Node plain = n;
-    plain.remove_attr(kInLayoutsAttr);
-    plain.remove_attr(kOutLayoutsAttr);
-    ASSIGN_OR_RETURN(impl_, KernelRegistry::global().create(KernelCreateInfo{plain, info.graph, info.opset}, {"ref"}));
+    ASSIGN_OR_RETURN(impl_, ref_kernel_of(info));
     return Status::ok();
   }
   Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override { return impl_->infer(in, out); }
@@ -566,10 +572,7 @@ class DnnlQdqKernel : public DnnlKernel {
       if (in_l_ != out_l_ && (quantize_ || out_l_ != Layout::kPlain))
         return unsupported_error("only nhwc -> plain dequantization converts layouts");
     }
-    Node plain = n;
-    plain.remove_attr(kInLayoutsAttr);
-    plain.remove_attr(kOutLayoutsAttr);
-    ASSIGN_OR_RETURN(impl_, KernelRegistry::global().create(KernelCreateInfo{plain, info.graph, info.opset}, {"ref"}));
+    ASSIGN_OR_RETURN(impl_, ref_kernel_of(info));
     return Status::ok();
   }
 
