@@ -13,11 +13,15 @@
 #   vs ORT        = ORT int8 time / medq int8 time   (> 1.0: medq faster)
 #
 # usage: bash bench/run_int8.sh [--models resnet50_op13,mobilenet_v2_op13] [--batches "8"]
-#                               [--threads "1 2"] [--iters N] [--calib MANIFEST] [--out results.json]
+#                               [--threads "1 2"] [--iters N] [--repeat R] [--calib MANIFEST] [--out results.json]
+# --repeat R runs the whole measurement R times (interleaved, so slow phases of a shared
+# machine hit every engine alike) and reports per cell the median over the repeats of each
+# engine's median time; the ratios are the medians of the per-repeat ratios, with their range.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=resnet50_op13,mobilenet_v2_op13
 ITERS=10
+REPEAT=1
 OUT=""
 BATCHES="8"
 THREADS="1 2"
@@ -26,6 +30,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODELS=$2; shift 2 ;;
     --iters) ITERS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --batches) BATCHES=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
@@ -43,35 +48,47 @@ for m in "${MS[@]}"; do
     "$MEDQ" quantize "$FIX/$m.onnx" --calib "$CALIB" --split train --samples 64 --quiet \
       --resize 224,224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o "$Q" >&2
   fi
+done
+for ((r = 1; r <= REPEAT; r++)); do
+for m in "${MS[@]}"; do
+  Q="$FIX/${m}_int8.onnx"
   for b in $BATCHES; do
     for t in $THREADS; do
-      echo "bench: $m batch=$b threads=$t" >&2
+      echo "bench: $m batch=$b threads=$t (repeat $r/$REPEAT)" >&2
       for kind in fp32 int8; do
         f="$FIX/$m.onnx"; [ $kind = int8 ] && f="$Q"
         OMP_NUM_THREADS=$t "$MEDQ" bench "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-          > "$TMP/medq_${kind}_${m}_b${b}_t${t}.json"
+          > "$TMP/medq_${kind}_${m}_b${b}_t${t}_r${r}.json"
         node bench/ort/ort_bench.js "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-          | tail -1 > "$TMP/ort_${kind}_${m}_b${b}_t${t}.json"
+          | tail -1 > "$TMP/ort_${kind}_${m}_b${b}_t${t}_r${r}.json"
       done
     done
   done
 done
-python3 - "$TMP" "$OUT" "$MODELS" "$BATCHES" "$THREADS" <<'PY'
-import json, sys
+done
+python3 - "$TMP" "$OUT" "$MODELS" "$BATCHES" "$THREADS" "$REPEAT" <<'PY'
+import json, statistics, sys
 tmp, out, models, batches, threads = sys.argv[1], sys.argv[2], sys.argv[3].split(','), sys.argv[4].split(), sys.argv[5].split()
+repeat = int(sys.argv[6])
 rows = []
 print("| model | batch | threads | medq fp32 ips | medq int8 ips | ORT fp32 ips | ORT int8 ips | int8 speed-up (medq fp32/int8 time) | medq int8 vs ORT int8 (ORT/medq time) |")
 print("|---|---|---|---|---|---|---|---|---|")
+med = statistics.median
 for m in models:
     for b in batches:
         for t in threads:
-            r = {k: json.load(open(f"{tmp}/{k.split('_')[0]}_{k.split('_')[1]}_{m}_b{b}_t{t}.json"))
-                 for k in ("medq_fp32", "medq_int8", "ort_fp32", "ort_int8")}
-            up = r["medq_fp32"]["median_ms"] / r["medq_int8"]["median_ms"]
-            vs = r["ort_int8"]["median_ms"] / r["medq_int8"]["median_ms"]
-            rows.append({"model": m, "batch": int(b), "threads": int(t), **r, "int8_speedup": up, "vs_ort_int8": vs})
-            print(f"| {m} | {b} | {t} | {r['medq_fp32']['throughput_ips']:.1f} | {r['medq_int8']['throughput_ips']:.1f} | "
-                  f"{r['ort_fp32']['throughput_ips']:.1f} | {r['ort_int8']['throughput_ips']:.1f} | {up:.2f}x | {vs:.2f}x |")
+            reps = [{k: json.load(open(f"{tmp}/{k.split('_')[0]}_{k.split('_')[1]}_{m}_b{b}_t{t}_r{r}.json"))
+                     for k in ("medq_fp32", "medq_int8", "ort_fp32", "ort_int8")} for r in range(1, repeat + 1)]
+            ups = [x["medq_fp32"]["median_ms"] / x["medq_int8"]["median_ms"] for x in reps]
+            vss = [x["ort_int8"]["median_ms"] / x["medq_int8"]["median_ms"] for x in reps]
+            ms = {k: med([x[k]["median_ms"] for x in reps]) for k in reps[0]}
+            ips = {k: int(b) * 1000.0 / v for k, v in ms.items()}
+            up, vs = med(ups), med(vss)
+            rng = lambda v: f" ({min(v):.2f}-{max(v):.2f})" if len(v) > 1 else ""
+            rows.append({"model": m, "batch": int(b), "threads": int(t), "repeats": reps, "median_ms": ms,
+                         "int8_speedup": up, "int8_speedup_all": ups, "vs_ort_int8": vs, "vs_ort_int8_all": vss})
+            print(f"| {m} | {b} | {t} | {ips['medq_fp32']:.1f} | {ips['medq_int8']:.1f} | "
+                  f"{ips['ort_fp32']:.1f} | {ips['ort_int8']:.1f} | {up:.2f}x{rng(ups)} | {vs:.2f}x{rng(vss)} |")
 if out:
     json.dump(rows, open(out, "w"), indent=1)
 PY
