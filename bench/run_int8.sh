@@ -13,7 +13,9 @@
 #   vs ORT        = ORT int8 time / medq int8 time   (> 1.0: medq faster)
 #
 # usage: bash bench/run_int8.sh [--models resnet50_op13,mobilenet_v2_op13] [--batches "8"]
-#                               [--threads "1 2"] [--iters N] [--repeat R] [--calib MANIFEST] [--out results.json]
+#                               [--threads "1 2"] [--iters N] [--repeat R] [--tune] [--calib MANIFEST]
+#                               [--out results.json]
+# --tune: medq picks each convolution's oneDNN implementation by timing (`medq bench --tune`).
 # --repeat R runs the whole measurement R times (interleaved, so slow phases of a shared
 # machine hit every engine alike) and reports per cell the median over the repeats of each
 # engine's median time; the ratios are the medians of the per-repeat ratios, with their range.
@@ -22,6 +24,7 @@ cd "$(dirname "$0")/.."
 MODELS=resnet50_op13,mobilenet_v2_op13
 ITERS=10
 REPEAT=1
+TUNE=()
 OUT=""
 BATCHES="8"
 THREADS="1 2"
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
     --models) MODELS=$2; shift 2 ;;
     --iters) ITERS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
+    --tune) TUNE=(--tune); shift ;;
     --out) OUT=$2; shift 2 ;;
     --batches) BATCHES=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
@@ -58,7 +62,7 @@ for m in "${MS[@]}"; do
       for kind in fp32 int8; do
         f="$FIX/$m.onnx"; [ $kind = int8 ] && f="$Q"
         OMP_NUM_THREADS=$t "$MEDQ" bench "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-          > "$TMP/medq_${kind}_${m}_b${b}_t${t}_r${r}.json"
+          "${TUNE[@]}" > "$TMP/medq_${kind}_${m}_b${b}_t${t}_r${r}.json"
         node bench/ort/ort_bench.js "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
           | tail -1 > "$TMP/ort_${kind}_${m}_b${b}_t${t}_r${r}.json"
       done

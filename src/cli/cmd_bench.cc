@@ -30,6 +30,8 @@ const char* kBenchUsage =
     "  --shape d0,d1..  input shape when the model has symbolic dims other than batch\n"
     "  --profile        print time per op type and the slowest nodes\n"
     "  --backend B      restrict kernels to one backend (ref|dnnl)\n"
+    "  --tune           pick each convolution's oneDNN implementation by timing the candidates on\n"
+    "                   the first run (slower first run, reported as first_run_ms)\n"
     "  --json           machine-readable output\n";
 
 // Peak resident set size of this process in MiB (VmHWM).
@@ -106,7 +108,7 @@ Result<Tensor> random_input(const Value& v, int64_t batch, const std::string& sh
 
 int cmd_bench(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend"},
-                       {"--profile", "--json", "--help"});
+                       {"--profile", "--json", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help") || a.positional.size() != 1) {
@@ -129,6 +131,7 @@ int cmd_bench(int argc, char** argv) {
   if (!mr.is_ok()) return report_error(mr.status());
   SessionOptions so;
   so.num_threads = static_cast<int>(threads.value());
+  so.tune_kernels = a.has("--tune");
   if (a.has("--backend")) so.backends = {a.get("--backend"), "ref"};
   auto t0 = std::chrono::steady_clock::now();
   auto sr = Session::create(mr.value(), so);
@@ -145,9 +148,12 @@ int cmd_bench(int argc, char** argv) {
     if (!t.is_ok()) return report_error(t.status());
     inputs.push_back(std::move(t.value()));
   }
-  for (int64_t i = 0; i < warmup.value(); ++i) {
+  double first_run_ms = 0;
+  for (int64_t i = 0; i < std::max<int64_t>(warmup.value(), 1); ++i) {
+    auto tw = std::chrono::steady_clock::now();
     auto r = sess.run(inputs);
     if (!r.is_ok()) return report_error(r.status().with_context(a.positional[0]));
+    if (i == 0) first_run_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
   }
   std::vector<double> ms;
   auto start = std::chrono::steady_clock::now();
@@ -195,7 +201,7 @@ int cmd_bench(int argc, char** argv) {
                         {"median_ms", med},          {"p95_ms", p95},
                         {"mean_ms", mean},           {"throughput_ips", ips},
                         {"peak_rss_mib", rss},       {"rss_before_load_mib", rss_before_load},
-                        {"session_create_ms", create_ms}, {"arena_bytes", plan.arena_bytes},
+                        {"session_create_ms", create_ms}, {"first_run_ms", first_run_ms}, {"tuned", so.tune_kernels}, {"arena_bytes", plan.arena_bytes},
                         {"naive_intermediate_bytes", plan.naive_bytes}};
     if (!by_op.empty()) j["profile_ms_by_op"] = by_op;
     std::printf("%s\n", j.dump(2).c_str());
@@ -207,7 +213,8 @@ int cmd_bench(int argc, char** argv) {
   std::printf("throughput  %.1f inferences/s\n", ips);
   std::printf("memory      peak RSS %.1f MiB; activation arena %.1f MiB (%.1f MiB without reuse)\n", rss,
               plan.arena_bytes / 1048576.0, plan.naive_bytes / 1048576.0);
-  std::printf("setup       session create %.1f ms\n", create_ms);
+  std::printf("setup       session create %.1f ms, first run %.1f ms%s\n", create_ms, first_run_ms,
+              so.tune_kernels ? " (incl. kernel tuning)" : "");
   if (a.has("--profile")) {
     double total = 0;
     for (auto& [k, v] : by_op) total += v;

@@ -25,6 +25,8 @@ const char* kServeUsage =
     "  --max-batch N        dynamic batching: rows per run (default 8)\n"
     "  --max-delay-ms MS    dynamic batching: max wait for a batch to fill (default 3)\n"
     "  --selection auto|compressed|fp32   (default auto: compressed when approved and the CPU has VNNI)\n"
+    "  --tune               pick each convolution's oneDNN implementation by timing, per batch size,\n"
+    "                       during the warm-up (slower start, faster serving; config: tune_kernels)\n"
     "  --quiet              no per-request log lines (errors are still logged)\n"
     "  --hash-key KEY       print the SHA-256 to put under api_keys in the config, then exit\n";
 
@@ -34,7 +36,7 @@ int cmd_serve(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2,
                        {"--model-dir", "--config", "--host", "--port", "--threads", "--max-batch", "--max-delay-ms",
                         "--selection", "--hash-key"},
-                       {"--quiet", "--help"});
+                       {"--quiet", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help")) {
@@ -56,6 +58,7 @@ int cmd_serve(int argc, char** argv) {
   if (a.has("--host")) cfg.host = a.get("--host");
   if (a.has("--selection")) cfg.selection = a.get("--selection");
   if (a.has("--quiet")) cfg.log_requests = false;
+  if (a.has("--tune")) cfg.tune_kernels = true;
   auto port = a.get_int("--port", cfg.port);
   auto threads = a.get_int("--threads", cfg.threads);
   auto max_batch = a.get_int("--max-batch", cfg.max_batch);

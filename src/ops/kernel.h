@@ -33,6 +33,7 @@ using TensorList = std::vector<const Tensor*>;  // nullptr for an omitted option
 
 struct RunContext {
   int num_threads = 1;
+  bool tune = false;  // SessionOptions::tune_kernels: time oneDNN's implementations per shape
 };
 
 class Kernel {

@@ -53,6 +53,7 @@ Result<std::unique_ptr<Session>> Session::create(const Model& model, const Sessi
 
 Status Session::compile(const SessionOptions& opts) {
   num_threads_ = opts.num_threads > 0 ? opts.num_threads : omp_get_num_procs();
+  tune_ = opts.tune_kernels;
   int64_t opset = model_.opset("");
   if (opset != 0 && (opset < kMinOpset || opset > kMaxOpset))
     return unsupported("model '" + model_.source_path + "' uses opset " + std::to_string(opset) +
@@ -200,6 +201,7 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
   omp_set_num_threads(num_threads_);
   RunContext ctx;
   ctx.num_threads = num_threads_;
+  ctx.tune = tune_;
 
   const size_t nv = graph_.values.size();
   std::vector<Tensor> vals(nv);

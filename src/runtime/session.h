@@ -24,6 +24,9 @@ struct SessionOptions {
   bool optimize = true;               // run the default graph pass pipeline
   std::vector<std::string> backends;  // allowed kernel backends; empty: all ("dnnl", "ref")
   bool verify_passes = false;         // re-verify the graph after every pass
+  // Choose each convolution's oneDNN implementation by timing the candidates on the first run
+  // of a shape (like cudnn.benchmark): slower first run, a few percent faster afterwards.
+  bool tune_kernels = false;
 };
 
 struct NodeProfile {
@@ -78,6 +81,7 @@ class Session {
   std::vector<std::unique_ptr<Kernel>> kernels_;  // one per node of graph_
   std::vector<int> last_use_;                      // per value: last node index that reads it
   int num_threads_ = 1;
+  bool tune_ = false;
 
   mutable std::mutex mu_;
   mutable std::map<std::string, std::shared_ptr<const Plan>> plans_;

@@ -89,6 +89,8 @@ Status apply_config_json(const json& j, ServeConfig* c) {
       RETURN_IF_ERROR(set_num(&c->threads));
     } else if (k == "http_threads") {
       RETURN_IF_ERROR(set_num(&c->http_threads));
+    } else if (k == "tune_kernels") {
+      ASSIGN_OR_RETURN(c->tune_kernels, boolean(v, k));
     } else if (k == "batching") {
       if (!v.is_object()) return invalid_argument("config: 'batching' must be a mapping");
       for (const auto& [bk, bv] : v.items()) {

@@ -19,6 +19,7 @@ struct ServeConfig {
   int port = 8000;                 // 0: pick a free port (tests)
   int threads = 0;                 // compute threads per model session (0: all cores)
   int http_threads = 128;          // connection handler threads (one per open keep-alive connection)
+  bool tune_kernels = false;       // time oneDNN's convolution implementations per batch size at warm-up
 
   // Dynamic batching (per model).
   int max_batch = 8;               // rows per Session::run

@@ -86,6 +86,7 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load(const std::string& name, 
   m->metrics_ = metrics;
   SessionOptions so;
   so.num_threads = cfg.threads;
+  so.tune_kernels = cfg.tune_kernels;
 
   const std::string fp32_path = (fs::path(dir) / "fp32.onnx").string();
   ASSIGN_OR_RETURN(Model fp32, load_model(fp32_path));
@@ -125,9 +126,13 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load(const std::string& name, 
   }
   RETURN_IF_ERROR(validate_preprocess_config(m->pre_).with_context("'" + fp32_path + "'"));
 
-  // Warm-up: plans + arenas for batch 1 and max_batch; also yields the class count.
+  // Warm-up: plans + arenas for batch 1 and max_batch (with tune_kernels: every batch size the
+  // batcher can form, so no request pays for tuning); also yields the class count.
+  std::vector<int64_t> warm_rows{1, cfg.max_batch};
+  if (cfg.tune_kernels)
+    for (int64_t r = 2; r < cfg.max_batch; ++r) warm_rows.push_back(r);
   auto warm = [&](const Session& s, const std::string& what) -> Status {
-    for (int64_t rows : {int64_t(1), int64_t(cfg.max_batch)}) {
+    for (int64_t rows : warm_rows) {
       Tensor x = Tensor::zeros(DataType::kFloat32, {rows, in.shape[1], in.shape[2], in.shape[3]});
       auto r = s.run({x});
       if (!r.is_ok()) return r.status().with_context(what + " warm-up");

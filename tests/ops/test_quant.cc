@@ -447,6 +447,24 @@ TEST(FuseQdq, DequantizeInNhwcChains) {
   }
 }
 
+TEST(FuseQdq, TunedInt8ConvolutionsGiveTheSameResults) {
+  Model m = qdq_block_model();
+  ASSERT_FALSE(m.graph.nodes.empty());
+  SessionOptions plain, tuned;
+  plain.num_threads = tuned.num_threads = 2;
+  tuned.tune_kernels = true;
+  auto a = Session::create(m, plain);
+  auto b = Session::create(m, tuned);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  Tensor x = testing_onnx::random_f32({1, 16, 10, 10}, 4);
+  auto ya = a.value()->run({x});
+  auto yb = b.value()->run({x});
+  ASSERT_TRUE(ya.is_ok() && yb.is_ok());
+  // Integer accumulation is exact whatever the implementation; the int8 output y must match
+  // exactly, the float outputs to rounding.
+  for (int o = 0; o < 3; ++o) EXPECT_LT(max_abs_diff(ya.value()[o], yb.value()[o]), o == 0 ? 1e-7 : 1e-4) << o;
+}
+
 TEST(FuseQdq, LeavesNonMatchingPatterns) {
   // Conv whose weight is float (not DQ'd): stays a float conv; the Q/DQ pair stays.
   std::mt19937 rng(5);

@@ -122,6 +122,28 @@ TEST(PassLayouts, RefOnlySessionsGetNoMarkers) {
   ASSERT_TRUE(y.is_ok()) << y.status().message();
 }
 
+TEST(PassLayouts, TunedConvolutionsGiveTheSameResults) {
+  // SessionOptions::tune_kernels times oneDNN's convolution implementations on the first run of
+  // a shape and keeps the fastest; any choice must compute the same function.
+  Model m = resnet_like();
+  SessionOptions plain, tuned;
+  plain.num_threads = tuned.num_threads = 2;
+  tuned.tune_kernels = true;
+  auto a = Session::create(m, plain);
+  auto b = Session::create(m, tuned);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  for (int64_t batch : {1, 3}) {
+    Tensor x = random_f32({batch, 16, 12, 12}, 17 + static_cast<uint32_t>(batch));
+    auto ya = a.value()->run({x});
+    auto yb = b.value()->run({x});
+    ASSERT_TRUE(ya.is_ok() && yb.is_ok());
+    double scale = 0;
+    for (int64_t i = 0; i < ya.value()[0].numel(); ++i)
+      scale = std::max(scale, static_cast<double>(std::fabs(ya.value()[0].data<float>()[i])));
+    EXPECT_LT(max_abs_diff(ya.value()[0], yb.value()[0]), 1e-4 * (1 + scale)) << "batch " << batch;
+  }
+}
+
 TEST(PassLayouts, PassIsIdempotent) {
   Model m = resnet_like();
   Graph g = optimize(m);

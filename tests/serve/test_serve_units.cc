@@ -19,9 +19,10 @@ TEST(ServeUnits, ConfigFromYamlAndErrors) {
   auto j = nlohmann::json::parse(R"({"port": 9000, "batching": {"max_batch": 16, "max_delay_ms": 4},
       "api_keys": {"ci": "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"},
       "cors_origins": "https://a.example, https://b.example", "shadow": {"fraction": 0.1},
-      "debug": {"fail_compressed": "true"}})");
+      "debug": {"fail_compressed": "true"}, "tune_kernels": true})");
   ASSERT_TRUE(apply_config_json(j, &c).is_ok());
   EXPECT_EQ(c.port, 9000);
+  EXPECT_TRUE(c.tune_kernels);
   EXPECT_EQ(c.max_batch, 16);
   EXPECT_DOUBLE_EQ(c.max_delay_ms, 4);
   EXPECT_EQ(c.api_keys["ci"], "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");

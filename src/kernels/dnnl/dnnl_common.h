@@ -20,6 +20,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -137,6 +140,76 @@ class Workspace {
 inline dnnl::memory scratchpad_memory(const dnnl::primitive_desc_base& pd) {
   dnnl::memory::desc md = pd.scratchpad_desc();
   return dnnl::memory(md, cpu_engine(), Workspace::get(Workspace::kScratch, md.get_size()));
+}
+
+// Implementation choice by measurement (SessionOptions::tune_kernels, `--tune`). oneDNN offers
+// several implementations of a convolution (primitive_desc::next_impl(): brgemm, direct jit,
+// gemm, ...) and takes the first by heuristics; a few percent is left on the table for some
+// shapes. `make_pd()` builds the primitive_desc; every candidate that keeps the first one's
+// src/dst memory formats (so the layout plan around the node is unchanged) and the best ISA is
+// timed on zero-filled buffers at the session's thread count (a warm-up, then the best of 3
+// runs; a warm-up 1.5x slower than the best so far ends that candidate), and the index of the
+// fastest is returned (0: oneDNN's own choice). `extra` holds
+// arguments the buffers do not cover (runtime zero points). Runs once per shape: the caller
+// caches the primitive.
+template <class PD, class PRIM, class MakePd>
+int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl::memory>& extra) {
+  PD pd = make_pd();
+  const dnnl::memory::desc src0 = pd.src_desc(), dst0 = pd.dst_desc();
+  const std::string first = pd.impl_info_str();
+  const bool avx512 = first.find("avx512") != std::string::npos;
+  dnnl::stream s(cpu_engine());
+  int best = 0, idx = 0;
+  double best_ms = std::numeric_limits<double>::infinity();
+  do {
+    const std::string name = pd.impl_info_str();
+    const bool skip = name.rfind("ref", 0) == 0 ||
+                      (avx512 && (name.find("sse41") != std::string::npos || name.find("avx2") != std::string::npos)) ||
+                      pd.src_desc() != src0 || pd.dst_desc() != dst0;
+    if (!skip) {
+      PRIM prim(pd);
+      std::vector<std::shared_ptr<void>> keep;
+      auto zero_mem = [&](const dnnl::memory::desc& md) {
+        const size_t n = std::max<size_t>(md.get_size(), 1);
+        std::shared_ptr<void> buf(std::calloc(n, 1), std::free);
+        keep.push_back(buf);
+        return dnnl::memory(md, cpu_engine(), buf.get());
+      };
+      std::unordered_map<int, dnnl::memory> args = extra;
+      args[DNNL_ARG_SRC] = zero_mem(pd.src_desc());
+      args[DNNL_ARG_WEIGHTS] = zero_mem(pd.weights_desc());
+      args[DNNL_ARG_DST] = zero_mem(pd.dst_desc());
+      if (pd.bias_desc().get_size() > 0) args[DNNL_ARG_BIAS] = zero_mem(pd.bias_desc());
+      args[DNNL_ARG_SCRATCHPAD] = zero_mem(pd.scratchpad_desc());
+      auto tw = std::chrono::steady_clock::now();
+      prim.execute(s, args);
+      s.wait();
+      const double warm = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
+      // A candidate whose warm-up is already 1.5x slower than the best is not timed further.
+      double t = warm > 1.5 * best_ms ? warm : std::numeric_limits<double>::infinity();
+      for (int r = 0; r < 3 && !(warm > 1.5 * best_ms); ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        prim.execute(s, args);
+        s.wait();
+        t = std::min(t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      if (t < best_ms) {
+        best_ms = t;
+        best = idx;
+      }
+    }
+    ++idx;
+  } while (pd.next_impl());
+  return best;
+}
+
+// The primitive_desc from make_pd() advanced to implementation `index`.
+template <class PD, class MakePd>
+PD pd_at(const MakePd& make_pd, int index) {
+  PD pd = make_pd();
+  for (int i = 0; i < index && pd.next_impl(); ++i) {
+  }
+  return pd;
 }
 
 // primitive_attr with a user-managed scratchpad.

@@ -125,7 +125,8 @@ class DnnlConvKernel : public DnnlKernel {
     return Status::ok();
   }
 
-  Result<std::shared_ptr<ConvEntry>> build(const Shape& xs, const Shape& ys, const Window3& w, bool has_bias) const {
+  Result<std::shared_ptr<ConvEntry>> build(const Shape& xs, const Shape& ys, const Window3& w, bool has_bias,
+                                           bool tune) const {
     auto e = std::make_shared<ConvEntry>();
     const int sp = w.spatial, off = ref::kMaxSpatial - sp;
     dnnl::memory::dims strides, dil, pl, pr;
@@ -152,7 +153,9 @@ class DnnlConvKernel : public DnnlKernel {
     if (has_sum_) po.append_sum(1.f);
     append_activation(po, act_, act_params_);
     attr.set_post_ops(po);
-    e->pd = dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
+    using PD = dnnl::convolution_forward::primitive_desc;
+    auto make_pd = [&] { return PD(d, attr, cpu_engine()); };
+    e->pd = tune ? pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, {})) : make_pd();
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain OIHW (or GOIHW) -> preferred layout, once.
     e->weights = packed_.get(e->pd.weights_desc(),
@@ -197,7 +200,7 @@ class DnnlConvKernel : public DnnlKernel {
       key.push_back(bias ? 1 : 0);
       const Shape ys = y.shape();
       ASSIGN_OR_RETURN(std::shared_ptr<const ConvEntry> e,
-                       cache_.get(key, [&]() { return build(x.shape(), ys, w, bias != nullptr); }));
+                       cache_.get(key, [&]() { return build(x.shape(), ys, w, bias != nullptr, ctx.tune); }));
       dnnl::engine& eng = cpu_engine();
       dnnl::stream& s = thread_stream();
       dnnl::memory src_user(e->src_plain, eng, const_cast<void*>(x.raw()));

@@ -216,7 +216,7 @@ class DnnlQConvKernel : public Int8Base {
     return Status::ok();
   }
 
-  Result<std::shared_ptr<QConvEntry>> build(const Tensor& x, const Shape& ys, const Window3& w) const {
+  Result<std::shared_ptr<QConvEntry>> build(const Tensor& x, const Shape& ys, const Window3& w, bool tune) const {
     auto e = std::make_shared<QConvEntry>();
     const int sp = w.spatial, off = ref::kMaxSpatial - sp;
     memory::dims strides, dil, pl, pr;
@@ -239,7 +239,16 @@ class DnnlQConvKernel : public Int8Base {
     memory::desc bias_md = bias_acc_.empty() ? memory::desc() : plain_md({w_.dim(0)});
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
                                       wei_md, bias_md, dst_md, strides, dil, pl, pr);
-    e->pd = dnnl::convolution_forward::primitive_desc(d, make_attr(), cpu_engine());
+    using PD = dnnl::convolution_forward::primitive_desc;
+    const dnnl::primitive_attr attr = make_attr();
+    auto make_pd = [&] { return PD(d, attr, cpu_engine()); };
+    if (tune) {
+      std::unordered_map<int, memory> zps;
+      add_zero_point_args(zps);
+      e->pd = pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, zps));
+    } else {
+      e->pd = make_pd();
+    }
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain (g)oihw s8 -> the preferred layout (with compensation), once.
     e->weights = packed_.get(e->pd.weights_desc(), [&] { return pack_s8(e->pd.weights_desc(), wdims, w_); });
@@ -262,7 +271,7 @@ class DnnlQConvKernel : public Int8Base {
       PrimitiveCache<QConvEntry>::Key key = x.shape();
       key.push_back(static_cast<int64_t>(x.dtype()));
       key.push_back(ctx.num_threads);
-      ASSIGN_OR_RETURN(std::shared_ptr<const QConvEntry> e, cache_.get(key, [&]() { return build(x, ys, w); }));
+      ASSIGN_OR_RETURN(std::shared_ptr<const QConvEntry> e, cache_.get(key, [&]() { return build(x, ys, w, ctx.tune); }));
       dnnl::stream s(cpu_engine());
       memory src = e->src_r.input(x.raw(), Workspace::kSrc, s);
       memory dst = e->dst_r.output(y.raw(), Workspace::kDst);
