@@ -50,6 +50,16 @@ bool Batcher::submit(std::vector<float> data, int64_t rows, Clock::time_point de
   return true;
 }
 
+void Batcher::Incoming::release() {
+  if (rows_ == 0) return;
+  {
+    std::lock_guard<std::mutex> lk(b_->mu_);
+    b_->incoming_ -= rows_;
+  }
+  rows_ = 0;
+  b_->cv_.notify_one();
+}
+
 void Batcher::loop() {
   for (;;) {
     std::vector<std::unique_ptr<Item>> batch;
@@ -60,6 +70,12 @@ void Batcher::loop() {
       // Wait for company until max_batch rows are queued or the oldest waited max_delay.
       auto until = q_.front()->enqueued + std::chrono::microseconds(static_cast<int64_t>(opt_.max_delay_ms * 1000));
       cv_.wait_until(lk, until, [&] { return stopping_ || q_rows_ >= opt_.max_batch; });
+      // Rows being decoded right now will be here in a moment: wait for them rather than run a
+      // part-filled batch (bounded by max_delay from now).
+      if (!stopping_ && q_rows_ < opt_.max_batch && incoming_.load() > 0) {
+        const auto more = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(opt_.max_delay_ms * 1000));
+        cv_.wait_until(lk, more, [&] { return stopping_ || q_rows_ >= opt_.max_batch || incoming_.load() <= 0; });
+      }
       int64_t rows = 0;
       while (!q_.empty() && (batch.empty() || rows + q_.front()->rows <= opt_.max_batch)) {
         rows += q_.front()->rows;

@@ -1,5 +1,6 @@
 // Dynamic batching: one thread per model gathers queued requests until max_batch rows are
-// waiting or the oldest has waited max_delay, concatenates them into one [rows, C, H, W] tensor
+// waiting or the oldest has waited max_delay (plus up to max_delay for rows that connection
+// threads are still decoding, see Incoming), concatenates them into one [rows, C, H, W] tensor
 // and runs it once. The queue is bounded (submit fails -> 503) and every request carries a
 // deadline (expired requests are answered without running -> 504).
 #pragma once
@@ -62,6 +63,24 @@ class Batcher {
   // Stops accepting work; the thread finishes everything already queued.
   void stop();
 
+  // Rows a connection thread is decoding for this model and will submit in a moment. When a
+  // batch is not full and such rows exist, the batcher waits for them (at most max_delay more):
+  // a saturated server then runs full batches instead of whatever arrived during the previous
+  // run. Construct before decoding; release() right before submit (the destructor releases
+  // too, e.g. after a decode error).
+  class Incoming {
+   public:
+    Incoming(Batcher& b, int64_t rows) : b_(&b), rows_(rows) { b_->incoming_ += rows_; }
+    ~Incoming() { release(); }
+    Incoming(const Incoming&) = delete;
+    Incoming& operator=(const Incoming&) = delete;
+    void release();
+
+   private:
+    Batcher* b_;
+    int64_t rows_;
+  };
+
  private:
   struct Item {
     std::vector<float> data;
@@ -81,6 +100,7 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Item>> q_;
   int64_t q_rows_ = 0;
+  std::atomic<int64_t> incoming_{0};
   bool stopping_ = false;
   std::thread th_;
 };

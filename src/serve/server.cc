@@ -420,8 +420,10 @@ void Server::install_routes() {
                                               : "predict takes one image; use predict_batch for several");
              return;
            }
+           Batcher::Incoming incoming(*s->batcher, 1);
            std::vector<float> data;
            if (!prepare(*s->model, ups, &data, res)) return;
+           incoming.release();
            Answer a = infer(*s, std::move(data), 1, res);
            if (!a.ok) return;
            json j = prediction_json(a.r.logits.data(), a.r.classes, s->model->labels());
@@ -450,9 +452,11 @@ void Server::install_routes() {
                             std::to_string(ups.size()));
              return;
            }
+           const int64_t rows = static_cast<int64_t>(ups.size());
+           Batcher::Incoming incoming(*s->batcher, rows);
            std::vector<float> data;
            if (!prepare(*s->model, ups, &data, res)) return;
-           const int64_t rows = static_cast<int64_t>(ups.size());
+           incoming.release();
            Answer a = infer(*s, std::move(data), rows, res);
            if (!a.ok) return;
            json results = json::array();

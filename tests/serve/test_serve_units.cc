@@ -144,5 +144,46 @@ TEST(ServeUnits, BatcherGroupsRowsAndKeepsOrder) {
   EXPECT_EQ(runs.load(), 2);
 }
 
+TEST(ServeUnits, BatcherWaitsForRowsBeingDecoded) {
+  // One row queued and three rows still "decoding" that arrive after the first row's max_delay
+  // (300 ms) is over: the batcher keeps waiting for them (up to another max_delay) and runs one
+  // batch of 4 instead of a batch of 1 followed by one of 3. Margins are 150 ms either side.
+  std::vector<int> sizes;
+  std::mutex mu;
+  Batcher::Options o;
+  o.max_batch = 4;
+  o.max_delay_ms = 300;
+  o.queue_capacity = 64;
+  Batcher b("m", {1}, o, [&](const Tensor& x) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      sizes.push_back(static_cast<int>(x.dim(0)));
+    }
+    BatchRun r;
+    r.logits = Tensor(DataType::kFloat32, {x.dim(0), 1});
+    std::memcpy(r.logits.data<float>(), x.data<float>(), x.dim(0) * sizeof(float));
+    r.model_used = "fp32";
+    return r;
+  }, nullptr);
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  std::vector<std::unique_ptr<Batcher::Incoming>> decoding;
+  for (int i = 0; i < 3; ++i) decoding.push_back(std::make_unique<Batcher::Incoming>(b, 1));
+  std::vector<std::future<BatchResult>> fs(4);
+  ASSERT_TRUE(b.submit({0.f}, 1, deadline, &fs[0]));
+  std::this_thread::sleep_for(std::chrono::milliseconds(450));
+  for (int i = 1; i < 4; ++i) {
+    decoding[i - 1]->release();
+    ASSERT_TRUE(b.submit({float(i)}, 1, deadline, &fs[i]));
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(fs[i].get().logits[0], float(i));
+  // A decode that fails (Incoming destroyed without a submit) leaves nothing announced.
+  { Batcher::Incoming failed(b, 1); }
+  std::future<BatchResult> f;
+  ASSERT_TRUE(b.submit({7.f}, 1, deadline, &f));
+  EXPECT_FLOAT_EQ(f.get().logits[0], 7.f);
+  std::lock_guard<std::mutex> lk(mu);
+  EXPECT_EQ(sizes, (std::vector<int>{4, 1}));
+}
+
 }  // namespace
 }  // namespace medq::serve
