@@ -61,6 +61,9 @@ echo "== medq serve rss at end: $(rss_kb $SERVE_PID) kB"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^medq_(batch_size_(sum|count)|model_used_total|errors_total)' || true
 kill -TERM $SERVE_PID
 wait $SERVE_PID || true
+# medq bench again after the load (the machine drifts): the saturation ratio uses the mean of both.
+echo "== medq bench again (after the load)"
+OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench2.txt"
 
 if [ "${SEEDS:-1}" != 0 ]; then
   SPORT=18432
@@ -93,4 +96,17 @@ for c in sorted(rows):
     f = lambda j: f"{j['throughput_rps']:.1f} | {j['p50_ms']:.1f} | {j['p95_ms']:.1f} | {j['p99_ms']:.1f} | {j['errors']}" if j else "- | - | - | - | -"
     ratio = f"{m['throughput_rps'] / s['throughput_rps']:.2f}x" if m and s and s["throughput_rps"] > 0 else "-"
     print(f"| {c} | {f(m)} | {f(s)} | {ratio} |")
+import re
+ips = []
+for b in ("bench.txt", "bench2.txt"):
+    p = os.path.join(w, b)
+    if os.path.exists(p):
+        mm = re.search(r"throughput\s+([0-9.]+)", open(p).read())
+        if mm:
+            ips.append(float(mm.group(1)))
+sat = max((r["medq"]["throughput_rps"] for r in rows.values() if "medq" in r), default=0)
+if ips and sat:
+    ref = sum(ips) / len(ips)
+    print(f"\nsaturation: medq serve {sat:.1f} req/s vs medq bench --batch 8 {ref:.1f} img/s "
+          f"(mean of {', '.join(f'{x:.1f}' for x in ips)}): {sat / ref:.2f}x")
 PY
