@@ -167,35 +167,45 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
                       (avx512 && (name.find("sse41") != std::string::npos || name.find("avx2") != std::string::npos)) ||
                       pd.src_desc() != src0 || pd.dst_desc() != dst0;
     if (!skip) {
-      PRIM prim(pd);
-      std::vector<std::shared_ptr<void>> keep;
-      auto zero_mem = [&](const dnnl::memory::desc& md) {
-        const size_t n = std::max<size_t>(md.get_size(), 1);
-        std::shared_ptr<void> buf(std::calloc(n, 1), std::free);
-        keep.push_back(buf);
-        return dnnl::memory(md, cpu_engine(), buf.get());
-      };
-      std::unordered_map<int, dnnl::memory> args = extra;
-      args[DNNL_ARG_SRC] = zero_mem(pd.src_desc());
-      args[DNNL_ARG_WEIGHTS] = zero_mem(pd.weights_desc());
-      args[DNNL_ARG_DST] = zero_mem(pd.dst_desc());
-      if (pd.bias_desc().get_size() > 0) args[DNNL_ARG_BIAS] = zero_mem(pd.bias_desc());
-      args[DNNL_ARG_SCRATCHPAD] = zero_mem(pd.scratchpad_desc());
-      auto tw = std::chrono::steady_clock::now();
-      prim.execute(s, args);
-      s.wait();
-      const double warm = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
-      // A candidate whose warm-up is already 1.5x slower than the best is not timed further.
-      double t = warm > 1.5 * best_ms ? warm : std::numeric_limits<double>::infinity();
-      for (int r = 0; r < 3 && !(warm > 1.5 * best_ms); ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        prim.execute(s, args);
-        s.wait();
-        t = std::min(t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      }
-      if (t < best_ms) {
-        best_ms = t;
-        best = idx;
+      // A candidate that cannot be built or run here (e.g. no memory for its buffers) is
+      // skipped; oneDNN's own choice (index 0) stays the fallback.
+      try {
+        PRIM prim(pd);
+        std::vector<std::shared_ptr<void>> keep;
+        bool alloc_ok = true;
+        auto zero_mem = [&](const dnnl::memory::desc& md) {
+          const size_t n = std::max<size_t>(md.get_size(), 1);
+          std::shared_ptr<void> buf(std::calloc(n, 1), std::free);
+          alloc_ok = alloc_ok && buf != nullptr;
+          keep.push_back(buf);
+          return dnnl::memory(md, cpu_engine(), buf ? buf.get() : DNNL_MEMORY_NONE);
+        };
+        std::unordered_map<int, dnnl::memory> args = extra;
+        args[DNNL_ARG_SRC] = zero_mem(pd.src_desc());
+        args[DNNL_ARG_WEIGHTS] = zero_mem(pd.weights_desc());
+        args[DNNL_ARG_DST] = zero_mem(pd.dst_desc());
+        if (pd.bias_desc().get_size() > 0) args[DNNL_ARG_BIAS] = zero_mem(pd.bias_desc());
+        args[DNNL_ARG_SCRATCHPAD] = zero_mem(pd.scratchpad_desc());
+        if (alloc_ok) {
+          auto tw = std::chrono::steady_clock::now();
+          prim.execute(s, args);
+          s.wait();
+          const double warm =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
+          // A candidate whose warm-up is already 1.5x slower than the best is not timed further.
+          double t = warm > 1.5 * best_ms ? warm : std::numeric_limits<double>::infinity();
+          for (int r = 0; r < 3 && !(warm > 1.5 * best_ms); ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            prim.execute(s, args);
+            s.wait();
+            t = std::min(t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+          }
+          if (t < best_ms) {
+            best_ms = t;
+            best = idx;
+          }
+        }
+      } catch (const dnnl::error&) {
       }
     }
     ++idx;
