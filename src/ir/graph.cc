@@ -97,6 +97,10 @@ std::string Graph::unique_name(const std::string& base) {
   }
 }
 
+std::string Graph::fresh_name(const std::string& base) {
+  return find_value(base) == kNoValue ? base : unique_name(base);
+}
+
 bool Graph::is_graph_output(uint32_t vid) const {
   return std::find(outputs.begin(), outputs.end(), vid) != outputs.end();
 }

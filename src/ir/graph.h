@@ -93,6 +93,8 @@ class Graph {
   uint32_t find_value(const std::string& name) const;
   uint32_t add_node(Node n);
   std::string unique_name(const std::string& base);
+  // `base` itself when no value has that name yet, else unique_name(base).
+  std::string fresh_name(const std::string& base);
 
   Value& value(uint32_t id) { return values[id]; }
   const Value& value(uint32_t id) const { return values[id]; }

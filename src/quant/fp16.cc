@@ -159,9 +159,7 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
       g.value(v).dtype = DataType::kFloat16;
       fp16_copy[v] = v;
     } else {
-      std::string nm = g.value(v).name + "_fp16";
-      if (g.find_value(nm) != kNoValue) nm = g.unique_name(nm);
-      fp16_copy[v] = g.add_constant(nm, h);
+      fp16_copy[v] = g.add_constant(g.fresh_name(g.value(v).name + "_fp16"), h);
     }
   }
 
@@ -180,7 +178,7 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
     auto it = cast_cache.find(key);
     if (it != cast_cache.end()) return it->second;
     std::string base = g.value(v).name + (to == DataType::kFloat16 ? "_to_fp16" : "_to_fp32");
-    uint32_t out = g.add_value(g.find_value(base) == kNoValue ? base : g.unique_name(base));
+    uint32_t out = g.add_value(g.fresh_name(base));
     Value& ov = g.value(out);
     ov.dtype = to;
     ov.has_shape = g.value(v).has_shape;
@@ -224,7 +222,7 @@ Result<json> convert_fp16(Model& m, const Fp16Options& o) {
     for (auto& out : g.outputs) {
       if (g.value(out).dtype != DataType::kFloat16 || g.value(out).is_constant()) continue;
       std::string name = g.value(out).name;
-      std::string n16 = g.find_value(name + "_fp16") == kNoValue ? name + "_fp16" : g.unique_name(name + "_fp16");
+      std::string n16 = g.fresh_name(name + "_fp16");
       uint32_t inner = g.add_value(n16);
       Value& iv = g.value(inner);
       const Value& ov = g.value(out);
@@ -290,9 +288,8 @@ Result<int> store_weights_fp16(Model& m, const std::vector<std::string>& node_na
     if (!finite) continue;
     const std::string base = wv.name;
     const Shape shape = wv.initializer.shape();
-    auto fresh = [&g](const std::string& n) { return g.find_value(n) == kNoValue ? n : g.unique_name(n); };
-    const uint32_t hv = g.add_constant(fresh(base + "_f16"), std::move(h));
-    const uint32_t fv = g.add_value(fresh(base + "_f32"));
+    const uint32_t hv = g.add_constant(g.fresh_name(base + "_f16"), std::move(h));
+    const uint32_t fv = g.add_value(g.fresh_name(base + "_f32"));
     g.value(fv).dtype = DataType::kFloat32;
     g.value(fv).has_shape = true;
     g.value(fv).shape = shape;

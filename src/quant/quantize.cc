@@ -239,10 +239,6 @@ Result<StaticPlan> plan_static(const Model& m, const QuantizeOptions& o) {
 
 namespace {
 
-std::string fresh_name(Graph& g, const std::string& base) {
-  return g.find_value(base) == kNoValue ? base : g.unique_name(base);
-}
-
 std::string fresh_node_name(Graph& g, std::set<std::string>& used, const std::string& base) {
   if (used.insert(base).second) return base;
   for (int i = 1;; ++i) {
@@ -276,10 +272,10 @@ class Writer {
     for (const auto& n : g_.nodes) node_names_.insert(n.name);
   }
 
-  uint32_t add_const(const std::string& base, Tensor t) { return g_.add_constant(fresh_name(g_, base), std::move(t)); }
+  uint32_t add_const(const std::string& base, Tensor t) { return g_.add_constant(g_.fresh_name(base), std::move(t)); }
 
   uint32_t add_act(const std::string& base, DataType dt, const Value& like) {
-    uint32_t v = g_.add_value(fresh_name(g_, base));
+    uint32_t v = g_.add_value(g_.fresh_name(base));
     g_.value(v).dtype = dt;
     g_.value(v).has_shape = like.has_shape;
     g_.value(v).shape = like.shape;
@@ -420,7 +416,18 @@ class Writer {
     }
     add_node("QuantizeLinear", name + "_Q", qin, {qo});
     add_node("DequantizeLinear", name + "_DQ", dqin, {dqo});
+    acts_[dqo] = {v, sv};
     return dqo;
+  }
+
+  // The float tensor and the scale initializer behind an activation DQ output of
+  // insert_qdq (nullptr for any other value).
+  struct ActQdq {
+    uint32_t source, scale;
+  };
+  const ActQdq* act_qdq(uint32_t dq_out) const {
+    auto it = acts_.find(dq_out);
+    return it == acts_.end() ? nullptr : &it->second;
   }
 
   Model& m_;
@@ -428,6 +435,7 @@ class Writer {
   std::set<std::string> node_names_;
   std::map<std::pair<uint32_t, int>, WeightQ> wcache_;
   int act_count_ = 0;
+  std::map<uint32_t, ActQdq> acts_;
 };
 
 // Output-channel axis of a constant weight, or -2 when it is not quantized.
@@ -609,11 +617,7 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
     layers.push_back(json{{"tensor", g.value(v).name}, {"observed_min", h.min()}, {"observed_max", h.max()},
                           {"range", {a.range.lo, a.range.hi}}, {"quantization", qparams_json(a.q)}});
   }
-  std::map<uint32_t, uint32_t> float_input;  // quantized node -> its activation input before rewiring
-  for (auto [ni, s] : rewire) {
-    if (s == 0) float_input[ni] = g.nodes[ni].inputs[0];
-    g.nodes[ni].inputs[s] = dq_of.at(g.nodes[ni].inputs[s]);
-  }
+  for (auto [ni, s] : rewire) g.nodes[ni].inputs[s] = dq_of.at(g.nodes[ni].inputs[s]);
   // Quantized graph outputs keep their names: the DQ output takes the name.
   if (o.quantize_outputs) {
     for (auto& out : g.outputs) {
@@ -651,16 +655,12 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
     if (bias_ok && wq.axis >= 0 && g.value(n.inputs[2]).initializer.numel() != static_cast<int64_t>(wq.scales.size()))
       bias_ok = false;
     if (bias_ok) {
-      uint32_t xin = n.inputs[0];  // the DQ output of the activation
-      const Node* dq = nullptr;
-      for (const auto& c : g.nodes)
-        for (uint32_t o2 : c.outputs)
-          if (o2 == xin && c.op_type == "DequantizeLinear") dq = &c;
-      if (dq) {
+      if (const Writer::ActQdq* xq = w.act_qdq(n.inputs[0])) {  // the activation's Q/DQ
+        const uint32_t xs = xq->scale;
         uint32_t bv = n.inputs[2];
         std::vector<double> shift;
-        if (o.bias_correction && float_input.count(ni)) {
-          auto st = stats.find(g.value(float_input.at(ni)).name);
+        if (o.bias_correction) {
+          auto st = stats.find(g.value(xq->source).name);
           if (st != stats.end()) shift = bias_shift(g, n, wv, wq, st->second.channel_means());
           if (shift.size() != static_cast<size_t>(g.value(bv).initializer.numel())) shift.clear();
           if (!shift.empty()) {
@@ -669,7 +669,7 @@ Result<json> write_qdq(Model& m, const StaticPlan& plan, const std::map<std::str
             wj["bias_correction_max_abs"] = mx;
           }
         }
-        uint32_t bdq = w.quantize_bias(bv, dq->inputs[1], wq, shift, &overflow);
+        uint32_t bdq = w.quantize_bias(bv, xs, wq, shift, &overflow);
         g.nodes[ni].inputs[2] = bdq;
         wj["bias"] = g.value(bv).name;
         wj["bias_dtype"] = "int32";
