@@ -61,10 +61,7 @@ for m in "${MS[@]}"; do
       echo "bench: $m batch=$b threads=$t (repeat $r/$REPEAT)" >&2
       for kind in fp32 int8; do
         f="$FIX/$m.onnx"; [ $kind = int8 ] && f="$Q"
-        OMP_NUM_THREADS=$t "$MEDQ" bench "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-          "${TUNE[@]}" > "$TMP/medq_${kind}_${m}_b${b}_t${t}_r${r}.json"
-        node bench/ort/ort_bench.js "$f" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-          | tail -1 > "$TMP/ort_${kind}_${m}_b${b}_t${t}_r${r}.json"
+        bench_pair "$f" "$b" "$t" "${kind}_${m}_b${b}_t${t}_r${r}"
       done
     done
   done

@@ -39,10 +39,7 @@ for m in "${MS[@]}"; do
   for b in $BATCHES; do
     for t in $THREADS; do
       echo "bench: $m batch=$b threads=$t (repeat $r/$REPEAT)" >&2
-      OMP_NUM_THREADS=$t "$MEDQ" bench "$FIX/$m.onnx" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-        "${TUNE[@]}" > "$TMP/medq_${m}_b${b}_t${t}_r${r}.json"
-      node bench/ort/ort_bench.js "$FIX/$m.onnx" --batch "$b" --threads "$t" --iters "$ITERS" --warmup 3 --json \
-        | tail -1 > "$TMP/ort_${m}_b${b}_t${t}_r${r}.json"
+      bench_pair "$FIX/$m.onnx" "$b" "$t" "${m}_b${b}_t${t}_r${r}"
     done
   done
 done
