@@ -21,14 +21,6 @@ using namespace testing_onnx;
 using namespace testing_cli;
 
 
-
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-
 class CliErrors : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
@@ -61,21 +53,9 @@ class CliErrors : public testing_cli::CliWorkdir {
 
   // A tiny image classifier: X[batch,3,8,8] -> Conv 8x8 -> Flatten -> [batch,2].
   std::string write_tiny_model(const std::string& name) {
-    OnnxBuilder b(13);
-    b.input("image", {-1, 3, 8, 8}, kF32, "batch");
-    b.init("W", random_f32({2, 3, 8, 8}, 1));
-    b.node("Conv", {"image", "W"}, {"c"}, "conv");
-    b.node("Flatten", {"c"}, {"logits"}, "flatten");
-    b.output("logits");
-    auto* p = b.proto().add_metadata_props();
-    p->set_key("preprocess");
-    p->set_value(R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
-                 R"( "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "layout": "NCHW"})");
-    auto* l = b.proto().add_metadata_props();
-    l->set_key("labels");
-    l->set_value(R"(["benign", "malignant"])");
-    write_bytes(file(name), b.bytes());
-    return b.bytes();
+    std::string bytes = tiny_image_classifier(2, R"(["benign", "malignant"])", 1);
+    write_bytes(file(name), bytes);
+    return bytes;
   }
 
   std::string image(const std::string& n) const { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }

@@ -28,12 +28,6 @@ using nlohmann::json;
 
 
 
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream f(path, std::ios::binary);
-  f << s;
-}
-
-
 class EvalCli : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
@@ -54,22 +48,7 @@ class EvalCli : public testing_cli::CliWorkdir {
   static std::string src_image(const std::string& n) { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
 
   void write_model(const std::string& name, const std::string& labels, uint32_t seed) {
-    OnnxBuilder b(13);
-    b.input("image", {-1, 3, 8, 8}, kF32, "batch");
-    b.init("W", random_f32({2, 3, 8, 8}, seed, -0.05f, 0.05f));
-    b.node("Conv", {"image", "W"}, {"c"}, "conv");
-    b.node("Flatten", {"c"}, {"logits"}, "flatten");
-    b.output("logits");
-    auto* p = b.proto().add_metadata_props();
-    p->set_key("preprocess");
-    p->set_value(R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
-                 R"( "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "layout": "NCHW"})");
-    auto* l = b.proto().add_metadata_props();
-    l->set_key("labels");
-    l->set_value(labels);
-    std::ofstream f(file(name), std::ios::binary);
-    std::string bytes = b.bytes();
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    write_bytes(file(name), tiny_image_classifier(2, labels, seed, -0.05f, 0.05f));
   }
 
   std::string validate_args(const std::string& extra) {
@@ -77,9 +56,7 @@ class EvalCli : public testing_cli::CliWorkdir {
            "--quiet --batch 4 " + extra;
   }
   void expect_error(const CmdResult& r, const std::vector<std::string>& needles) {
-    EXPECT_EQ(r.exit_code, 2) << r.err;
-    EXPECT_EQ(r.err.rfind("medq: error: ", 0), 0u) << r.err;
-    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+    expect_input_error(r, needles);
     EXPECT_FALSE(exists(file("rep/report.json")));
     EXPECT_FALSE(exists(file("rep/report.html")));
   }

@@ -33,12 +33,6 @@ const char* kPre =
 
 
 
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream f(path, std::ios::binary);
-  f << s;
-}
-
-
 class PreprocessCli : public testing_cli::CliWorkdir {
  protected:
   void SetUp() override {
@@ -53,21 +47,7 @@ class PreprocessCli : public testing_cli::CliWorkdir {
   static std::string src_image(const std::string& n) { return std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/" + n; }
 
   void write_model() {
-    OnnxBuilder b(13);
-    b.input("image", {-1, 3, 8, 8}, kF32, "batch");
-    b.init("W", random_f32({2, 3, 8, 8}, 7, -0.05f, 0.05f));
-    b.node("Conv", {"image", "W"}, {"c"}, "conv");
-    b.node("Flatten", {"c"}, {"logits"}, "flatten");
-    b.output("logits");
-    auto* p = b.proto().add_metadata_props();
-    p->set_key("preprocess");
-    p->set_value(kPre);
-    auto* l = b.proto().add_metadata_props();
-    l->set_key("labels");
-    l->set_value(R"(["benign", "malignant"])");
-    std::ofstream f(file("tiny.onnx"), std::ios::binary);
-    std::string bytes = b.bytes();
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    write_bytes(file("tiny.onnx"), tiny_image_classifier(2, R"(["benign", "malignant"])", 7, -0.05f, 0.05f, kPre));
   }
 
 

@@ -200,16 +200,8 @@ class QuantMixedCli : public testing_cli::CliWorkdir {
   void SetUp() override {
     if (!make_workdir("mixedcli")) GTEST_SKIP() << kMedq << " not built";
     OnnxBuilder b = sensitive_builder();
-    auto* p = b.proto().add_metadata_props();
-    p->set_key("preprocess");
-    p->set_value(R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
-                 R"( "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "layout": "NCHW"})");
-    auto* l = b.proto().add_metadata_props();
-    l->set_key("labels");
-    l->set_value(R"(["a", "b", "c", "d"])");
-    std::ofstream f(file("m.onnx"), std::ios::binary);
-    std::string bytes = b.bytes();
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    testing_cli::add_image_metadata(b, R"(["a", "b", "c", "d"])");
+    testing_cli::write_bytes(file("m.onnx"), b.bytes());
     // 16 images: 8 train (calibration), 8 test, labelled with the fp32 model's own predictions
     // (fp32 accuracy 1, so any int8 damage shows as a drop).
     const char* imgs[] = {"gray1.png", "gray2.png", "gray4.png", "gray8.png", "rgb8.png", "rgba8.png", "la8.png",
@@ -240,9 +232,7 @@ class QuantMixedCli : public testing_cli::CliWorkdir {
   }
   CmdResult run(const std::string& args) { return CliWorkdir::run("quantize " + args); }
   void expect_error(const CmdResult& r, const std::vector<std::string>& needles) {
-    EXPECT_EQ(r.exit_code, 2) << r.err;
-    EXPECT_EQ(r.err.rfind("medq: error: ", 0), 0u) << r.err;
-    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+    expect_input_error(r, needles);
     EXPECT_FALSE(exists(file("out.onnx")));
     EXPECT_FALSE(exists(file("rep.json")));
   }

@@ -95,22 +95,8 @@ class ReportRender : public ::testing::Test {
   std::string file(const std::string& n) const { return dir_ + "/" + n; }
 
   void write_model(const std::string& name, uint32_t seed) {
-    OnnxBuilder b(13);
-    b.input("image", {-1, 3, 8, 8}, kF32, "batch");
-    b.init("W", random_f32({3, 3, 8, 8}, seed, -0.05f, 0.05f));
-    b.node("Conv", {"image", "W"}, {"c"}, "conv");
-    b.node("Flatten", {"c"}, {"logits"}, "flatten");
-    b.output("logits");
-    auto* p = b.proto().add_metadata_props();
-    p->set_key("preprocess");
-    p->set_value(R"({"color": "RGB", "resize": [8, 8], "interpolation": "bilinear", "scale": 0.00392156862745098,)"
-                 R"( "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "layout": "NCHW"})");
-    auto* l = b.proto().add_metadata_props();
-    l->set_key("labels");
-    l->set_value(R"(["benign", "malignant", "other"])");
-    std::ofstream f(file(name), std::ios::binary);
-    std::string bytes = b.bytes();
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    testing_cli::write_bytes(file(name),
+                             testing_cli::tiny_image_classifier(3, R"(["benign", "malignant", "other"])", seed, -0.05f, 0.05f));
   }
 
   std::string chromium_, dir_;
