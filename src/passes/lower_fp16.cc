@@ -57,14 +57,19 @@ class LowerFp16Pass : public Pass {
     int widened = 0;
     // 1. Boundary values keep their declared type; internal copies become float32.
     std::vector<Node> boundary;
+    // A new float32 value shaped like `like` (taken by value: add_value may move g.values).
+    auto f32_twin = [&g](Value like) {
+      uint32_t f32 = g.add_value(g.unique_name(like.name + "/f32"));
+      g.value(f32).dtype = DataType::kFloat32;
+      g.value(f32).has_shape = like.has_shape;
+      g.value(f32).shape = like.shape;
+      g.value(f32).dim_params = like.dim_params;
+      return f32;
+    };
     for (uint32_t in : std::vector<uint32_t>(g.inputs)) {
       if (!is_f16(g.value(in))) continue;
       Value copy = g.value(in);
-      uint32_t f32 = g.add_value(g.unique_name(copy.name + "/f32"));
-      g.value(f32).dtype = DataType::kFloat32;
-      g.value(f32).has_shape = copy.has_shape;
-      g.value(f32).shape = copy.shape;
-      g.value(f32).dim_params = copy.dim_params;
+      uint32_t f32 = f32_twin(copy);
       g.replace_all_uses(in, f32);
       boundary.push_back(make_cast(g, in, f32, DataType::kFloat32, copy.name));
     }
@@ -74,11 +79,7 @@ class LowerFp16Pass : public Pass {
       // A constant or a graph input returned as an output keeps its fp16 storage as it is.
       if (g.value(orig).is_constant() || g.is_graph_input(orig)) continue;
       Value copy = g.value(orig);
-      uint32_t f32 = g.add_value(g.unique_name(copy.name + "/f32"));
-      g.value(f32).dtype = DataType::kFloat32;
-      g.value(f32).has_shape = copy.has_shape;
-      g.value(f32).shape = copy.shape;
-      g.value(f32).dim_params = copy.dim_params;
+      uint32_t f32 = f32_twin(copy);
       // Producer (or a passthrough from an input/constant) now writes f32; the Cast writes the output.
       for (auto& n : g.nodes) {
         if (n.dead) continue;
