@@ -294,8 +294,8 @@ TensorRange compute_range(const StreamingHistogram& h, const RangeOptions& o) {
 // ---------------------------------------------------------------------------
 // Calibrator
 
-Calibrator::Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins)
-    : tensors_(std::move(tensors)), need_histograms_(need_histograms), num_bins_(num_bins) {}
+Calibrator::Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins, bool channel_means)
+    : tensors_(std::move(tensors)), need_histograms_(need_histograms), num_bins_(num_bins), channel_means_(channel_means) {}
 
 void Calibrator::observe(const Value& v, const Tensor& t) {
   if (t.dtype() != DataType::kFloat32 || !tensors_.count(v.name)) return;
@@ -307,7 +307,7 @@ void Calibrator::observe(const Value& v, const Tensor& t) {
   else
     it->second.add_minmax(t.data<float>(), t.numel());
   // Channel means (axis 1) of [N, C, ...] activations for bias correction.
-  if (t.rank() >= 2 && t.dim(1) > 0) {
+  if (channel_means_ && t.rank() >= 2 && t.dim(1) > 0) {
     int64_t inner = 1;
     for (int d = 2; d < t.rank(); ++d) inner *= t.dim(d);
     it->second.add_channels(t.data<float>(), t.dim(0), t.dim(1), inner);

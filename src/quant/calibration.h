@@ -92,7 +92,8 @@ TensorRange compute_range(const StreamingHistogram& h, const RangeOptions& opts)
 // Collects statistics for named float tensors through Session's ValueObserver.
 class Calibrator {
  public:
-  Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins = 4096);
+  // channel_means: also keep per-channel means (StreamingHistogram::add_channels), for bias correction.
+  Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins = 4096, bool channel_means = false);
   // Records a tensor (called by the observer; thread-safe). Ignores other names/dtypes.
   void observe(const Value& v, const Tensor& t);
   const std::map<std::string, StreamingHistogram>& stats() const { return stats_; }
@@ -103,6 +104,7 @@ class Calibrator {
   std::set<std::string> tensors_;
   bool need_histograms_;
   int num_bins_;
+  bool channel_means_;
   std::mutex mu_;
   std::map<std::string, StreamingHistogram> stats_;
   int64_t batches_ = 0;

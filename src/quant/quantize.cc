@@ -707,7 +707,7 @@ Result<CalibrationResult> calibrate_static(const Model& prepared, const StaticPl
   SessionOptions so;
   so.optimize = false;  // every planned tensor must exist under its own name
   ASSIGN_OR_RETURN(auto session, Session::create(prepared, so));
-  Calibrator cal(plan.tensors, o.method != CalibMethod::kMinMax, o.num_bins);
+  Calibrator cal(plan.tensors, o.method != CalibMethod::kMinMax, o.num_bins, o.bias_correction);
   RunStats rs;
   rs.observer = [&cal](const Value& v, const Tensor& t) { cal.observe(v, t); };
   CalibrationResult r;

@@ -562,7 +562,7 @@ class DnnlQdqKernel : public DnnlKernel {
   Status init(const KernelCreateInfo& info) {
     init_base(info);
     const Node& n = info.node;
-    quantize_ = n.op_type == "QuantizeLinear";
+    const bool quantize = n.op_type == "QuantizeLinear";
     if (n.inputs.size() < 2 || n.outputs.size() != 1) return error("expects 2 or 3 inputs and 1 output");
     if (!plain_or_nhwc(n)) return unsupported_error("only plain and nhwc layouts are supported");
     in_l_ = node_layout(n, true, 0);
@@ -578,7 +578,7 @@ class DnnlQdqKernel : public DnnlKernel {
       }
       // Quantizing the model input straight into nhwc was tried: a fused transposing loop
       // (0.57 ms for 8x3x224x224) lost to QuantizeLinear + oneDNN's u8 reorder (0.33 + 0.17 ms).
-      if (in_l_ != out_l_ && (quantize_ || out_l_ != Layout::kPlain))
+      if (in_l_ != out_l_ && (quantize || out_l_ != Layout::kPlain))
         return unsupported_error("only nhwc -> plain dequantization converts layouts");
     }
     ASSIGN_OR_RETURN(impl_, ref_kernel_of(info));
@@ -622,7 +622,6 @@ class DnnlQdqKernel : public DnnlKernel {
     }
   }
 
-  bool quantize_ = true;
   Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
   std::unique_ptr<Kernel> impl_;
 };
