@@ -148,8 +148,8 @@ int cmd_bench(int argc, char** argv) {
     if (!t.is_ok()) return report_error(t.status());
     inputs.push_back(std::move(t.value()));
   }
-  double first_run_ms = 0;
-  for (int64_t i = 0; i < std::max<int64_t>(warmup.value(), 1); ++i) {
+  double first_run_ms = 0;  // the first run of the session (warm-up or, with --warmup 0, timed)
+  for (int64_t i = 0; i < warmup.value(); ++i) {
     auto tw = std::chrono::steady_clock::now();
     auto r = sess.run(inputs);
     if (!r.is_ok()) return report_error(r.status().with_context(a.positional[0]));
@@ -167,6 +167,7 @@ int cmd_bench(int argc, char** argv) {
     auto t2 = std::chrono::steady_clock::now();
     if (!r.is_ok()) return report_error(r.status());
     ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    if (warmup.value() == 0 && i == 0) first_run_ms = ms[0];
   }
   double med = percentile(ms, 0.5), p95 = percentile(ms, 0.95);
   double mean = 0;
