@@ -205,6 +205,11 @@ int cmd_bench(int argc, char** argv) {
                         {"session_create_ms", create_ms}, {"first_run_ms", first_run_ms}, {"tuned", so.tune_kernels}, {"arena_bytes", plan.arena_bytes},
                         {"naive_intermediate_bytes", plan.naive_bytes}};
     if (!by_op.empty()) j["profile_ms_by_op"] = by_op;
+    if (!nodes.empty()) {
+      nlohmann::json jn = nlohmann::json::array();
+      for (auto& n : nodes) jn.push_back({{"name", n.name}, {"op_type", n.op_type}, {"backend", n.backend}, {"ms", n.total_ms}});
+      j["profile_nodes"] = jn;
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }

@@ -9,6 +9,9 @@
 // FusedMatMul: MatMul's inputs + optional bias input 2 (broadcast on the last axis) + activation.
 // FusedBatchNorm: BatchNormalization's inputs and attributes (inference only) + activation ("" or "Relu"):
 //   Y = activation(BN(X)). Produced by the assign_layouts pass only for the dnnl backend (no ref kernel).
+// ConcatBatchNorm: inputs scale, B, mean, var (BatchNormalization's, constant), X0, X1, ... (4-D, concatenated
+//   on axis 1); attributes epsilon, activation ("" or "Relu"): Y = activation(BN(Concat(X0, X1, ...))) without
+//   materializing the concatenation. From the assign_layouts pass, dnnl backend only (no ref kernel).
 // QConv (int8 convolution, from passes/fuse_qdq.cc): inputs X_q (uint8/int8), W_q (int8 constant,
 //   Conv's layout), [B] (float32 [O] in real units, or int32 [O] in accumulator units x_scale*w_scale[o]);
 //   attributes: Conv's, plus x_scale, x_zero_point, w_scales (1 or O floats; weight zero point 0),

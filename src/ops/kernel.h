@@ -44,6 +44,11 @@ class Kernel {
   // >= 0 when output 0 is input k's storage with a new shape (Reshape, Flatten,
   // Squeeze, Unsqueeze, Identity): the executor aliases instead of calling run().
   virtual int view_of_input() const { return -1; }
+  // >= 0 when output 0 may be computed into input k's storage (same dtype and size): the
+  // executor's memory plan then gives both one buffer when input k is dead after this node
+  // (a residual Sum read by the convolution's sum post-op). run() must then accept
+  // out[0]->raw() == in[k]->raw().
+  virtual int inplace_input() const { return -1; }
   // Short name of the implementation for profiles ("ref", "dnnl").
   virtual const char* backend() const { return "ref"; }
 };

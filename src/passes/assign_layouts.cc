@@ -67,6 +67,7 @@ class AssignLayoutsPass : public Pass {
     if (bl == Layout::kPlain) return Status::ok();
     RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));
     RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));
+    RETURN_IF_ERROR(fuse_concat_batchnorm(g, ctx, changed));
     const size_t nn = g.nodes.size();
 
     // 1. Nodes whose dnnl kernel can be created (with plain markers).
@@ -205,6 +206,49 @@ class AssignLayoutsPass : public Pass {
       ctx.log.push_back("layouts: fused " + act.label() + " into " + bn.label());
       bn = std::move(probe);
       act.dead = true;
+      fused = true;
+    }
+    if (fused) {
+      changed = true;
+      RETURN_IF_ERROR(g.finalize());
+    }
+    return Status::ok();
+  }
+
+  // Concat (axis 1, 4-D) -> BatchNormalization / FusedBatchNorm (the concat's only consumer)
+  // => medq ConcatBatchNorm(scale, B, mean, var, X0, X1, ...), when the dnnl kernel accepts it:
+  // DenseNet's dense layers no longer write and re-read the concatenation.
+  static Status fuse_concat_batchnorm(Graph& g, PassContext& ctx, bool& changed) {
+    bool fused = false;
+    for (auto& bn : g.nodes) {
+      const bool plain_bn = bn.op_type == "BatchNormalization" && bn.domain.empty();
+      const bool fused_bn = bn.op_type == "FusedBatchNorm" && bn.domain == kMedqDomain;
+      if (bn.dead || !(plain_bn || fused_bn) || bn.inputs.size() != 5 || !bn.has_input(0)) continue;
+      if (bn.attr_i("training_mode", 0) != 0) continue;
+      const uint32_t x = bn.inputs[0];
+      const Value& xv = g.value(x);
+      if (xv.producer == kNoNode || g.is_graph_output(x) || xv.consumers.size() != 1) continue;
+      Node& cat = g.nodes[xv.producer];
+      if (cat.dead || cat.op_type != "Concat" || !cat.domain.empty() || cat.outputs.size() != 1) continue;
+      if (!xv.has_shape || xv.shape.size() != 4) continue;
+      const int64_t axis = cat.attr_i("axis", 0);
+      if (axis != 1 && axis != -3) continue;
+      bool inputs_ok = !cat.inputs.empty();
+      for (size_t i = 0; i < cat.inputs.size(); ++i) inputs_ok &= cat.has_input(i);
+      if (!inputs_ok) continue;
+      Node probe = bn;
+      probe.op_type = "ConcatBatchNorm";
+      probe.domain = kMedqDomain;
+      if (plain_bn) probe.set_attr(Attribute::make_string("activation", ""));
+      probe.remove_attr("training_mode");
+      probe.remove_attr("momentum");
+      probe.inputs.assign(bn.inputs.begin() + 1, bn.inputs.end());
+      probe.inputs.insert(probe.inputs.end(), cat.inputs.begin(), cat.inputs.end());
+      probe.outputs = {bn.outputs[0]};
+      if (!dnnl_accepts(g, probe, ctx.opset)) continue;
+      ctx.log.push_back("layouts: fused " + cat.label() + " into " + bn.label());
+      bn = std::move(probe);
+      cat.dead = true;
       fused = true;
     }
     if (fused) {

@@ -227,6 +227,16 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
   std::vector<Shape> rec_shapes(plan ? 0 : nv);
   std::vector<size_t> rec_bytes(plan ? 0 : nv, 0);
   std::vector<uint8_t> in_arena_candidate(plan ? 0 : nv, 0);
+  // In-place outputs (Kernel::inplace_input): share_of[o] = the input whose buffer o reuses.
+  std::vector<int64_t> share_of(plan ? 0 : nv, -1);
+  // The buffer a value finally lives in: through views (root) and in-place outputs (share_of).
+  auto buffer_of = [&](uint32_t v) {
+    for (;;) {
+      v = root[v];
+      if (share_of[v] < 0) return v;
+      v = static_cast<uint32_t>(share_of[v]);
+    }
+  };
 
   std::vector<TensorDesc> descs;
   TensorList kin;
@@ -299,6 +309,25 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
         def_step[o] = ni;
         kout.push_back(&vals[o]);
       }
+      if (!plan) {
+        const int k_in = k.inplace_input();
+        if (k_in >= 0 && static_cast<size_t>(k_in) < n.inputs.size() && n.outputs[0] != kNoValue &&
+            !is_output[n.outputs[0]] && kin[k_in] != nullptr) {
+          const uint32_t src = n.inputs[k_in];
+          const uint32_t buf = in_arena_candidate[src] ? buffer_of(src) : 0;
+          bool ok = in_arena_candidate[src] && rec_bytes[src] == rec_bytes[n.outputs[0]] &&
+                    kin[k_in]->dtype() == descs[0].dtype;
+          // Every value in src's buffer (src, views of it, earlier in-place outputs) is dead after this node.
+          for (uint32_t v = 0; ok && v < nv; ++v)
+            if (def_step[v] >= 0 && v != n.outputs[0] && buffer_of(v) == buf && (is_output[v] || last_use_[v] > ni))
+              ok = false;
+          // ... and no other input of this node reads it (Conv(x, W, B, Sum=x)).
+          for (size_t j = 0; ok && j < n.inputs.size(); ++j)
+            if (static_cast<int>(j) != k_in && n.inputs[j] != kNoValue && buffer_of(n.inputs[j]) == buf)
+              ok = false;
+          if (ok) share_of[n.outputs[0]] = src;
+        }
+      }
       try {
         st = k.run(kin, kout, ctx);
       } catch (const std::bad_alloc&) {
@@ -346,14 +375,14 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
     for (uint32_t v = 0; v < nv; ++v) {
       if (def_step[v] < 0) continue;
       int lu = std::max(last_use_[v], def_step[v]);
-      uint32_t r = root[v];
+      uint32_t r = buffer_of(v);
       last[r] = std::max(last[r], lu);
     }
     std::vector<uint8_t> root_is_output(nv, 0);
-    for (uint32_t o : graph_.outputs) root_is_output[root[o]] = 1;
+    for (uint32_t o : graph_.outputs) root_is_output[buffer_of(o)] = 1;
     std::vector<BufferRequest> reqs;
     for (uint32_t v = 0; v < nv; ++v) {
-      if (!in_arena_candidate[v] || root_is_output[v] || rec_bytes[v] == 0) continue;
+      if (!in_arena_candidate[v] || share_of[v] >= 0 || root_is_output[v] || rec_bytes[v] == 0) continue;
       reqs.push_back({v, rec_bytes[v], def_step[v], last[v]});
     }
     auto p = std::make_shared<Plan>();
@@ -361,6 +390,12 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
     p->offsets.assign(nv, -1);
     MemoryPlan mp = plan_memory(reqs);
     for (const auto& a : mp.assignments) p->offsets[a.id] = static_cast<int64_t>(a.offset);
+    for (uint32_t v = 0; v < nv; ++v)  // in-place outputs take their buffer's offset
+      if (share_of[v] >= 0 && in_arena_candidate[v] && p->offsets[buffer_of(v)] >= 0) {
+        p->offsets[v] = p->offsets[buffer_of(v)];
+        p->info.inplace_outputs += 1;
+        p->info.naive_bytes += rec_bytes[v];
+      }
     p->arena_bytes = mp.total_bytes;
     p->info.arena_bytes = mp.total_bytes;
     p->info.num_buffers = static_cast<int>(reqs.size());

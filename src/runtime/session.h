@@ -48,6 +48,7 @@ struct MemoryPlanInfo {
   size_t arena_bytes = 0;      // planned arena size
   size_t naive_bytes = 0;      // sum of all intermediate sizes (no reuse)
   int num_buffers = 0;
+  int inplace_outputs = 0;     // outputs planned into an input's buffer (Kernel::inplace_input)
 };
 
 class Session {

@@ -205,6 +205,66 @@ TEST(PassLayouts, DenseNetBlockUsesBlockedBatchNormReluConcat) {
   expect_same_outputs(m, g, random_f32({2, 16, 10, 10}, 8), 1e-4);
 }
 
+// DenseNet's dense layer: Concat -> BatchNormalization (-> Relu) becomes one ConcatBatchNorm that never
+// writes the concatenation. Three cases: a graph input (plain) beside an nhwc conv output (mixed
+// layouts), two nhwc conv outputs without Relu, and two graph inputs feeding a graph output (plain).
+TEST(PassLayouts, ConcatBatchNormFusesDenseLayers) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 6, 6});
+  b.input("Z", {-1, 8, 6, 6});
+  add_conv(b, "X", "c1", 16, 16, 3, 61);
+  add_conv(b, "X", "c1b", 16, 8, 1, 62);
+  auto bn = [&](const std::string& p, int64_t c, uint32_t seed) {
+    b.init(p + "_s", random_f32({c}, seed, 0.5f, 1.5f));
+    b.init(p + "_b", random_f32({c}, seed + 1));
+    b.init(p + "_m", random_f32({c}, seed + 2));
+    b.init(p + "_v", random_f32({c}, seed + 3, 0.5f, 2.f));
+    return std::vector<std::string>{p + "_s", p + "_b", p + "_m", p + "_v"};
+  };
+  auto concat = [&](const std::vector<std::string>& in, const std::string& out) {
+    attr_i(b.node("Concat", in, {out}), "axis", 1);
+  };
+  auto with = [](std::string x, std::vector<std::string> p) {
+    p.insert(p.begin(), x);
+    return p;
+  };
+  concat({"X", "c1"}, "catA");
+  b.node("BatchNormalization", with("catA", bn("bnA", 32, 70)), {"nA"});
+  b.node("Relu", {"nA"}, {"rA"});
+  add_conv(b, "rA", "Y1", 32, 16, 3, 63);
+  concat({"c1", "c1b"}, "catB");
+  b.node("BatchNormalization", with("catB", bn("bnB", 24, 80)), {"nB"});
+  add_conv(b, "nB", "Y2", 24, 8, 1, 64);
+  concat({"X", "Z"}, "catC");
+  b.node("BatchNormalization", with("catC", bn("bnC", 24, 90)), {"nC"});
+  b.node("Relu", {"nC"}, {"Y3"});
+  b.output("Y1");
+  b.output("Y2");
+  b.output("Y3");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  const Model& m = mr.value();
+  Graph g = optimize(m);
+  const Layout bl = preferred_blocked_layout();
+  if (bl == Layout::kPlain) GTEST_SKIP();
+  expect_consistent(g);
+  EXPECT_EQ(count_op(g, "ConcatBatchNorm"), 3);
+  EXPECT_EQ(count_op(g, "Concat"), 0);
+  EXPECT_EQ(count_op(g, "BatchNormalization"), 0);
+  EXPECT_EQ(count_op(g, "Relu"), 0);
+  const Layout want = bl == Layout::kNhwc ? bl : Layout::kPlain;  // the kernel does nhwc and plain only
+  EXPECT_EQ(layout_of(g, "c1"), want);
+  EXPECT_EQ(layout_of(g, "rA"), want);
+  EXPECT_EQ(layout_of(g, "nB"), want);
+  Tensor x = random_f32({2, 16, 6, 6}, 65), z = random_f32({2, 8, 6, 6}, 66);
+  std::vector<Tensor> ref, got;
+  ASSERT_TRUE(run_model(m, {x, z}, false, &ref).is_ok());
+  Status st = run_model(with_graph(m, g), {x, z}, false, &got);
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  ASSERT_EQ(ref.size(), 3u);
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_LE(max_abs_diff(got[i], ref[i]), 1e-4) << "output " << i;
+}
+
 TEST(PassLayouts, SqueezeExcitationMul) {
   OnnxBuilder b(13);
   b.input("X", {-1, 32, 8, 8});

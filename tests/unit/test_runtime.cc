@@ -156,6 +156,62 @@ TEST(Runtime, MemoryPlanIsSmallerThanNaiveAndReusedRunsAgree) {
   EXPECT_TRUE(bit_equal(x, x0));
 }
 
+// X -> Conv a -> Relu r1; Conv b(r1) -> c2; Conv c(r1) + c2 -> Relu -> GAP. After fusion the last
+// convolution adds c2 with its sum post-op; c2 is dead after it, so the output may take c2's
+// buffer. With `keep_c2` c2 is also a graph output, so it must not be overwritten.
+Result<Model> residual_model(bool keep_c2) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 3, 8, 8}, kF32, "batch");
+  b.init("Wa", random_f32({8, 3, 3, 3}, 21));
+  b.init("Wb", random_f32({8, 8, 1, 1}, 22));
+  b.init("Wc", random_f32({8, 8, 3, 3}, 23));
+  b.init("Bc", random_f32({8}, 24));
+  attr_ints(b.node("Conv", {"X", "Wa"}, {"c1"}, "conv_a"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu_a");
+  b.node("Conv", {"r1", "Wb"}, {"c2"}, "conv_b");
+  attr_ints(b.node("Conv", {"r1", "Wc", "Bc"}, {"c3"}, "conv_c"), "pads", {1, 1, 1, 1});
+  b.node("Add", {"c3", "c2"}, {"s"}, "add");
+  b.node("Relu", {"s"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"Y"}, "gap");
+  b.output("Y");
+  if (keep_c2) b.output("c2");
+  return b.build("residual.onnx");
+}
+
+TEST(Runtime, ResidualSumIsComputedInPlaceOnlyWhenItsInputIsDead) {
+  for (bool keep_c2 : {false, true}) {
+    SCOPED_TRACE(keep_c2 ? "c2 is a graph output" : "c2 dies at the sum");
+    auto m = residual_model(keep_c2);
+    ASSERT_TRUE(m.is_ok()) << m.status().message();
+    auto fused = make_session(m.value(), true);
+    auto plain = make_session(m.value(), false);
+    ASSERT_TRUE(fused && plain);
+    Tensor x = random_f32({2, 3, 8, 8}, 31);
+    auto want = plain->run({x});
+    auto r1 = fused->run({x});  // records the plan
+    ASSERT_TRUE(want.is_ok() && r1.is_ok()) << r1.status().message();
+    EXPECT_EQ(fused->last_plan_info().inplace_outputs, keep_c2 ? 0 : 1);
+    EXPECT_EQ(plain->last_plan_info().inplace_outputs, 0);  // unfused Add has no in-place contract
+    auto r2 = fused->run({x});  // planned run: Y computed into c2's buffer
+    ASSERT_TRUE(r2.is_ok());
+    for (size_t o = 0; o < want.value().size(); ++o) {
+      const Tensor& w = want.value()[o];
+      ASSERT_EQ(r2.value()[o].shape(), w.shape());
+      for (int64_t i = 0; i < w.numel(); ++i) {
+        EXPECT_NEAR(r2.value()[o].data<float>()[i], w.data<float>()[i], 1e-4) << "output " << o << " at " << i;
+        EXPECT_EQ(r2.value()[o].data<float>()[i], r1.value()[o].data<float>()[i]);
+      }
+    }
+  }
+  // Conv(r1) + r1: the sum input is also the convolution's source, so no in-place output.
+  auto m = small_cnn();
+  ASSERT_TRUE(m.is_ok());
+  auto s = make_session(m.value());
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->run({random_f32({1, 3, 8, 8}, 5)}).is_ok());
+  EXPECT_EQ(s->last_plan_info().inplace_outputs, 0);
+}
+
 TEST(Runtime, ProfileCountsEveryNode) {
   auto m = chain_model();
   ASSERT_TRUE(m.is_ok());

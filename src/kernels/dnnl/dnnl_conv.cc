@@ -181,6 +181,8 @@ class DnnlConvKernel : public DnnlKernel {
     return e;
   }
 
+  int inplace_input() const override { return has_sum_ ? 3 : -1; }
+
   Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
     Window3 w;
     RETURN_IF_ERROR(geometry(in, w));
@@ -214,7 +216,13 @@ class DnnlConvKernel : public DnnlKernel {
         dst = dnnl::memory(e->pd.dst_desc(), eng, Workspace::get(Workspace::kDst, e->pd.dst_desc().get_size()));
       if (sum) {
         if (e->pd.dst_desc() != e->sum_user) {
-          dnnl::memory sum_user(e->sum_user, eng, const_cast<void*>(sum->raw()));
+          const void* sum_data = sum->raw();
+          if (sum_data == dst.get_data_handle()) {  // in place (inplace_input): no reorder onto itself
+            void* copy = Workspace::get(Workspace::kExtra, sum->nbytes());
+            std::memcpy(copy, sum_data, sum->nbytes());
+            sum_data = copy;
+          }
+          dnnl::memory sum_user(e->sum_user, eng, const_cast<void*>(sum_data));
           run_reorder(e->sum_r, e->sum_rpd, s, sum_user, dst);
         } else if (sum->raw() != dst.get_data_handle()) {
           std::memcpy(dst.get_data_handle(), sum->raw(), e->pd.dst_desc().get_size());

@@ -259,6 +259,10 @@ class DnnlQConvKernel : public Int8Base {
     return e;
   }
 
+  // B_q is copied (or reordered into the compute layout) into the destination before the
+  // convolution, so the destination may be B_q's own storage.
+  int inplace_input() const override { return has_sum_ ? 3 : -1; }
+
   Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
     Window3 w;
     Shape ys;

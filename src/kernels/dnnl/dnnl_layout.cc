@@ -46,6 +46,7 @@ bool supports_blocked_io(const Node& n, bool input, size_t i) {
   if (n.domain == kMedqDomain) {
     if (op == "FusedConv") return input ? (i == 0 || i == 3) : i == 0;
     if (op == "FusedBatchNorm") return i == 0;
+    if (op == "ConcatBatchNorm") return input ? i >= 4 : i == 0;
     if (op == "QConv") return input ? (i == 0 || i == 3) : i == 0;  // int8: nhwc only (see may_be_blocked)
     if (op == "QAdd") return input ? i < 2 : i == 0;  // all sides one layout
     return false;

@@ -8,6 +8,7 @@
 // kUnsupported and runs on ref as before. Each side is plain row-major or, for
 // 4-D tensors, nhwc / nChw16c per the markers; every kernel also works with all
 // sides plain (any rank).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -414,6 +415,20 @@ class DnnlConcatKernel : public DnnlKernel {
 
 // ------------------------------------------------------------ BatchNormalization
 
+// BatchNormalization's scale, B, mean and var: constant float32 vectors of one length at node
+// inputs first..first+3.
+Status batchnorm_params(const KernelCreateInfo& info, size_t first, const Tensor* p[4]) {
+  const std::string& label = info.node.label();
+  for (size_t i = 0; i < 4; ++i) {
+    p[i] = info.constant_input(first + i);
+    if (!p[i] || p[i]->dtype() != DataType::kFloat32 || p[i]->rank() != 1)
+      return unsupported(label + ": scale, B, mean and var must be constant float32 vectors");
+  }
+  for (size_t i = 1; i < 4; ++i)
+    if (p[i]->dim(0) != p[0]->dim(0)) return invalid_argument(label + ": scale, B, mean and var must have the same length");
+  return Status::ok();
+}
+
 struct BnEntry {
   dnnl::batch_normalization_forward::primitive_desc pd;
   dnnl::batch_normalization_forward prim;
@@ -439,14 +454,8 @@ class DnnlBatchNormKernel : public DnnlKernel {
     if (n.attr_i("training_mode", 0) != 0) return unsupported_error("training_mode");
     eps_ = n.attr_f("epsilon", 1e-5f);
     const Tensor* p[4];
-    for (size_t i = 0; i < 4; ++i) {
-      p[i] = info.constant_input(i + 1);
-      if (!p[i] || p[i]->dtype() != DataType::kFloat32 || p[i]->rank() != 1)
-        return unsupported_error("scale, B, mean and var must be constant float32 vectors");
-    }
+    RETURN_IF_ERROR(batchnorm_params(info, 1, p));
     channels_ = p[0]->dim(0);
-    for (size_t i = 1; i < 4; ++i)
-      if (p[i]->dim(0) != channels_) return error("scale, B, mean and var must have the same length");
     scale_ = *p[0];
     shift_ = *p[1];
     mean_ = *p[2];
@@ -526,6 +535,152 @@ class DnnlBatchNormKernel : public DnnlKernel {
   PrimitiveCache<BnEntry> cache_;
 };
 
+// ------------------------------------------------------------ ConcatBatchNorm
+
+// nhwc: for `pixels` pixels, y[p * y_stride + c] = act(x[p * n + c] * a[c] + b[c]), c < n.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void affine_rows(const float* __restrict x, const float* __restrict a, const float* __restrict b,
+                 float* __restrict y, int64_t n, int64_t y_stride, int64_t pixels, bool relu) {
+  for (int64_t p = 0; p < pixels; ++p, x += n, y += y_stride) {
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i] * a[i] + b[i], 0.f);
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a[i] + b[i];
+    }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void affine_plane(const float* __restrict x, float a, float b, float* __restrict y, int64_t n, bool relu) {
+  if (relu) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i] * a + b, 0.f);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a + b;
+  }
+}
+
+// medq ConcatBatchNorm (ops/fused.h): Concat on the channel axis -> BatchNormalization (inference)
+// -> optional Relu, in one pass that never writes the concatenation (DenseNet's dense layers
+// concatenate every earlier feature map and normalize the result). Written here rather than with
+// oneDNN primitives (concat + batch_normalization is exactly the two passes this saves); it takes
+// part in the blocked (nhwc) chains of the layouts pass like the oneDNN kernels around it.
+class ConcatBatchNormKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    const Node& n = info.node;
+    const std::string act = n.attr_s("activation", "");
+    if (act != "" && act != "Relu") return error("unsupported activation '" + act + "'");
+    relu_ = act == "Relu";
+    if (n.inputs.size() < 5) return error("expects scale, B, mean, var and at least one input");
+    RETURN_IF_ERROR(only_first_output(info));
+    const float eps = n.attr_f("epsilon", 1e-5f);
+    const Tensor* p[4];
+    RETURN_IF_ERROR(batchnorm_params(info, 0, p));
+    channels_ = p[0]->dim(0);
+    a_.resize(channels_);
+    b_.resize(channels_);
+    for (int64_t c = 0; c < channels_; ++c) {
+      const float a = p[0]->data<float>()[c] / std::sqrt(p[3]->data<float>()[c] + eps);
+      a_[c] = a;
+      b_[c] = p[1]->data<float>()[c] - p[2]->data<float>()[c] * a;
+    }
+    for (size_t i = 4; i < n.inputs.size(); ++i) {
+      if (!n.has_input(i)) return error("input " + std::to_string(i) + " is missing");
+      RETURN_IF_ERROR(require_f32_input(info, i));
+      in_l_.push_back(node_layout(n, true, i));
+    }
+    out_l_ = node_layout(n, false, 0);
+    for (Layout l : in_l_)
+      if (l == Layout::kNChw16c) return unsupported_error("nChw16c inputs");
+    if (out_l_ == Layout::kNChw16c) return unsupported_error("nChw16c output");
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 4 + in_l_.size(), 4 + in_l_.size()));
+    const Tensor& x0 = *in[4];
+    int64_t c = 0;
+    for (size_t i = 4; i < in.size(); ++i) {
+      const Tensor& x = *in[i];
+      if (x.dtype() != DataType::kFloat32) return error("input " + std::to_string(i) + " must be float32, got " + x.desc());
+      if (x.rank() != 4 || x.dim(0) != x0.dim(0) || x.dim(2) != x0.dim(2) || x.dim(3) != x0.dim(3))
+        return error("input " + std::to_string(i) + " " + shape_str(x.shape()) + " does not match " +
+                     shape_str(x0.shape()) + " outside axis 1");
+      c += x.dim(1);
+    }
+    if (c != channels_)
+      return error("inputs have " + std::to_string(c) + " channels in all, parameters have " + std::to_string(channels_));
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, {x0.dim(0), c, x0.dim(2), x0.dim(3)}};
+    return Status::ok();
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    for (size_t i = 4; i < in.size(); ++i) RETURN_IF_ERROR(check_layout(label_, "input", *in[i], in_l_[i - 4]));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, out_l_));
+    const int64_t N = y.dim(0), C = y.dim(1), HW = y.dim(2) * y.dim(3);
+    const size_t k = in_l_.size();
+    std::vector<int64_t> off(k + 1, 0);
+    for (size_t i = 0; i < k; ++i) off[i + 1] = off[i] + in[4 + i]->dim(1);
+    float* yd = y.data<float>();
+    const float* a = a_.data();
+    const float* b = b_.data();
+    const bool nhwc_out = out_l_ == Layout::kNhwc;
+    bool same = true;
+    for (Layout l : in_l_) same &= (l == Layout::kNhwc) == nhwc_out;
+    if (same && nhwc_out) {
+      // Pixel blocks of ~32 KiB of output, each done input by input.
+      const int64_t P = N * HW, block = std::max<int64_t>(1, 8192 / C), nblocks = (P + block - 1) / block;
+#pragma omp parallel for num_threads(ctx.num_threads) schedule(static)
+      for (int64_t bi = 0; bi < nblocks; ++bi) {
+        const int64_t p0 = bi * block, np = std::min(block, P - p0);
+        for (size_t i = 0; i < k; ++i) {
+          const int64_t ci = off[i + 1] - off[i];
+          affine_rows(in[4 + i]->data<float>() + p0 * ci, a + off[i], b + off[i], yd + p0 * C + off[i], ci, C, np,
+                      relu_);
+        }
+      }
+    } else if (same) {
+#pragma omp parallel for num_threads(ctx.num_threads) schedule(static)
+      for (int64_t nc = 0; nc < N * C; ++nc) {
+        const int64_t n = nc / C, c = nc % C;
+        size_t i = 0;
+        while (off[i + 1] <= c) ++i;
+        const int64_t ci = off[i + 1] - off[i];
+        affine_plane(in[4 + i]->data<float>() + (n * ci + c - off[i]) * HW, a[c], b[c], yd + nc * HW, HW, relu_);
+      }
+    } else {  // mixed layouts (not planned by the layouts pass, kept correct): element by element
+      for (size_t i = 0; i < k; ++i) {
+        const float* x = in[4 + i]->data<float>();
+        const int64_t ci = off[i + 1] - off[i];
+        const bool nhwc_in = in_l_[i] == Layout::kNhwc;
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t c = 0; c < ci; ++c)
+            for (int64_t p = 0; p < HW; ++p) {
+              const float v = x[nhwc_in ? (n * HW + p) * ci + c : (n * ci + c) * HW + p] * a[off[i] + c] + b[off[i] + c];
+              const int64_t yc = off[i] + c;
+              yd[nhwc_out ? (n * HW + p) * C + yc : (n * C + yc) * HW + p] = relu_ ? std::max(v, 0.f) : v;
+            }
+      }
+    }
+    return Status::ok();
+  }
+
+ private:
+  bool relu_ = false;
+  int64_t channels_ = 0;
+  std::vector<float> a_, b_;  // y = x * a + b per output channel
+  std::vector<Layout> in_l_;  // data inputs 4..
+  Layout out_l_ = Layout::kPlain;
+};
+
 }  // namespace
 
 void register_dnnl_layout_ops(KernelRegistry& r, int priority) {
@@ -535,6 +690,7 @@ void register_dnnl_layout_ops(KernelRegistry& r, int priority) {
   r.add("", "Concat", "dnnl", priority, make_factory<DnnlConcatKernel>());
   r.add("", "BatchNormalization", "dnnl", priority, make_factory<DnnlBatchNormKernel>());
   r.add(kMedqDomain, "FusedBatchNorm", "dnnl", priority, make_factory<DnnlBatchNormKernel>());
+  r.add(kMedqDomain, "ConcatBatchNorm", "dnnl", priority, make_factory<ConcatBatchNormKernel>());
 }
 
 }  // namespace dnnl_k
