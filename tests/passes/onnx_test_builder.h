@@ -134,7 +134,9 @@ inline Model with_graph(const Model& m, const Graph& g) {
   return r;
 }
 
-// Runs the model; returns the status of create/run. optimize=false: the graph as given.
+// Runs the model twice and returns the second run's outputs: the first run of a shape records the
+// memory plan, the second runs in the planned arena (shared and in-place buffers). Returns the
+// status of create/run. optimize=false: the graph as given.
 inline Status run_model(const Model& m, const std::vector<Tensor>& inputs, bool optimize, std::vector<Tensor>* out,
                         int threads = 2) {
   SessionOptions o;
@@ -143,6 +145,8 @@ inline Status run_model(const Model& m, const std::vector<Tensor>& inputs, bool 
   o.verify_passes = true;
   auto s = Session::create(m, o);
   if (!s.is_ok()) return s.status();
+  auto recorded = s.value()->run(inputs);
+  if (!recorded.is_ok()) return recorded.status();
   auto r = s.value()->run(inputs);
   if (!r.is_ok()) return r.status();
   *out = std::move(r).value();

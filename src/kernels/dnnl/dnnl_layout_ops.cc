@@ -117,6 +117,9 @@ class DnnlEltwiseKernel : public DnnlKernel {
     return Status::ok();
   }
 
+  // Same layout on both sides: src and dst descriptors are equal, which oneDNN's eltwise takes in place.
+  int inplace_input() const override { return in_l_ == out_l_ ? 0 : -1; }
+
   Result<std::shared_ptr<EltwiseEntry>> build(const Shape& xs) const {
     auto e = std::make_shared<EltwiseEntry>();
     const dnnl::memory::dims d = to_dims(xs);
@@ -212,6 +215,10 @@ class DnnlBinaryKernel : public DnnlKernel {
     if (!c0 && !(commutative_ && c1)) return unsupported_error("neither input has the output's shape");
     for (size_t i = 0; i < 2; ++i) in_l_[i] = node_layout(n, true, i);
     out_l_ = node_layout(n, false, 0);
+    // In place (oneDNN binary: dst may be src0 when their descriptors are equal) on the input with
+    // the output's shape and layout; the executor checks the sizes at run time.
+    if (c0 && in_l_[0] == out_l_) inplace_ = 0;
+    else if (commutative_ && c1 && in_l_[1] == out_l_) inplace_ = 1;
     return Status::ok();
   }
 
@@ -226,6 +233,8 @@ class DnnlBinaryKernel : public DnnlKernel {
     out[0] = {DataType::kFloat32, s.value()};
     return Status::ok();
   }
+
+  int inplace_input() const override { return inplace_; }
 
   Result<std::shared_ptr<BinaryEntry>> build(const Shape& a, const Shape& b, const Shape& ys) const {
     auto e = std::make_shared<BinaryEntry>();
@@ -284,6 +293,7 @@ class DnnlBinaryKernel : public DnnlKernel {
  private:
   dnnl::algorithm alg_ = dnnl::algorithm::binary_add;
   bool commutative_ = false;
+  int inplace_ = -1;
   Layout in_l_[2] = {Layout::kPlain, Layout::kPlain};
   Layout out_l_ = Layout::kPlain;
   PrimitiveCache<BinaryEntry> cache_;
