@@ -4,7 +4,8 @@
 #
 #   bench/serve/run_load.sh [BUILD_DIR] [MODEL.onnx]
 # env: DURATION (s per level, default 15), LEVELS ("1 4 16 64"), THREADS (compute threads, 2),
-#      SEEDS=0 to skip the FastAPI stack, SELECTION (fp32|auto; default fp32: same model as seeds).
+#      SEEDS=0 to skip the FastAPI stack, SELECTION (fp32|auto; default fp32: same model as seeds),
+#      SAT_REPEAT (paired bench/serve saturation measurements, default 3).
 # Prints one JSON line per (server, level), `medq bench --batch 8` and a summary table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,6 +16,7 @@ DURATION=${DURATION:-15}
 LEVELS=${LEVELS:-"1 4 16 64"}
 THREADS=${THREADS:-2}
 SELECTION=${SELECTION:-fp32}
+SAT_REPEAT=${SAT_REPEAT:-3}
 MEDQ=$BUILD/medq
 WORK=$(mktemp -d /tmp/medq_serve_bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -57,6 +59,16 @@ for c in $LEVELS; do
   printf '{"server": "medq", ' ; "$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" \
     -c "$c" -d "$DURATION" --warmup 2 | sed 's/^{//'
 done | tee "$WORK/medq.jsonl"
+# Saturation vs `medq bench`, paired in time (the machine drifts by 10-15% within minutes): SAT_REPEAT
+# alternations of `medq bench --batch 8` (the server idle) and 64 clients on the server; the ratio
+# of each pair, their median and range.
+for r in $(seq 1 "$SAT_REPEAT"); do
+  ips=$(OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$MODEL" --batch 8 --threads "$THREADS" --min-time 5 --json \
+        | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_ips"])')
+  rps=$("$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" -c 64 -d 6 --warmup 1 \
+        | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_rps"])')
+  echo "{\"pair\": $r, \"bench_ips\": $ips, \"serve_rps\": $rps}" | tee -a "$WORK/sat.jsonl"
+done
 echo "== medq serve rss at end: $(rss_kb $SERVE_PID) kB"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^medq_(batch_size_(sum|count)|model_used_total|errors_total)' || true
 kill -TERM $SERVE_PID
@@ -107,6 +119,14 @@ for b in ("bench.txt", "bench2.txt"):
 sat = max((r["medq"]["throughput_rps"] for r in rows.values() if "medq" in r), default=0)
 if ips and sat:
     ref = sum(ips) / len(ips)
-    print(f"\nsaturation: medq serve {sat:.1f} req/s vs medq bench --batch 8 {ref:.1f} img/s "
+    print(f"\nsaturation (levels): medq serve {sat:.1f} req/s vs medq bench --batch 8 {ref:.1f} img/s "
           f"(mean of {', '.join(f'{x:.1f}' for x in ips)}): {sat / ref:.2f}x")
+p = os.path.join(w, "sat.jsonl")
+if os.path.exists(p):
+    pairs = [json.loads(l) for l in open(p) if l.strip()]
+    rs = sorted(q["serve_rps"] / q["bench_ips"] for q in pairs if q["bench_ips"] > 0)
+    if rs:
+        med = rs[len(rs) // 2] if len(rs) % 2 else (rs[len(rs) // 2 - 1] + rs[len(rs) // 2]) / 2
+        print(f"saturation (paired): median {med:.2f}x of {len(rs)} pairs (range {rs[0]:.2f}-{rs[-1]:.2f}); "
+              + ", ".join(f"{q['serve_rps']:.1f}/{q['bench_ips']:.1f}" for q in pairs))
 PY

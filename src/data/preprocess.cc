@@ -132,13 +132,16 @@ bool is_uint8_image(const Image& img) {
   // Branch-free over blocks (vectorizes), so a decoded 8-bit image costs one fast pass.
   const float* p = img.pixels.data();
   const size_t n = img.pixels.size();
+  // v is an integer in 0..255 iff it is in range (false for NaN) and rounding it to an integer
+  // (adding and removing 2^23 rounds a float in [0, 2^23) to the nearest integer) keeps it.
+  constexpr float kRound = 8388608.f;
   for (size_t i0 = 0; i0 < n; i0 += 4096) {
     const size_t i1 = std::min(n, i0 + 4096);
-    bool ok = true;
+    int ok = 1;
+#pragma omp simd reduction(& : ok)
     for (size_t i = i0; i < i1; ++i) {
       const float v = p[i];
-      const bool in_range = v >= 0.f && v <= 255.f;  // false for NaN
-      ok &= in_range & (float(int32_t(in_range ? v : 0.f)) == v);
+      ok &= static_cast<int>(v >= 0.f) & static_cast<int>(v <= 255.f) & static_cast<int>((v + kRound) - kRound == v);
     }
     if (!ok) return false;
   }
@@ -342,14 +345,17 @@ void vertical_8bpc(const uint8_t* in, int w, int ch, int out_h, const Coeffs& c,
     const int ymin = bounds[size_t(yy) * 2], ymax = bounds[size_t(yy) * 2 + 1];
     // Row by row over the taps (the same sums in the same order as Pillow's per-pixel loop,
     // integer and exact), so the inner loop runs along a row and vectorizes.
+    int32_t* __restrict a = acc.data();
     std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
     for (int y = 0; y < ymax; y++) {
-      const uint8_t* src = in + size_t(y + ymin) * stride;
+      const uint8_t* __restrict src = in + size_t(y + ymin) * stride;
       const int32_t ky = k[y];
-      for (size_t i = 0; i < stride; i++) acc[i] += src[i] * ky;
+#pragma omp simd
+      for (size_t i = 0; i < stride; i++) a[i] += src[i] * ky;
     }
-    uint8_t* orow = out + size_t(yy) * stride;
-    for (size_t i = 0; i < stride; i++) orow[i] = clip8(acc[i]);
+    uint8_t* __restrict orow = out + size_t(yy) * stride;
+#pragma omp simd
+    for (size_t i = 0; i < stride; i++) orow[i] = clip8(a[i]);
   }
 }
 
