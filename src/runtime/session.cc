@@ -153,21 +153,37 @@ Status Session::validate_inputs(const std::vector<Tensor>& inputs) const {
   return Status::ok();
 }
 
-std::shared_ptr<void> Session::acquire_arena(size_t bytes) const {
-  std::lock_guard<std::mutex> lk(mu_);
-  for (size_t i = 0; i < arena_pool_.size(); ++i) {
-    if (arena_pool_[i].first >= bytes) {
-      auto a = arena_pool_[i].second;
-      arena_pool_.erase(arena_pool_.begin() + static_cast<long>(i));
+std::shared_ptr<void> Session::acquire_arena(size_t bytes, size_t* capacity) const {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    // The smallest pooled arena that is large enough.
+    size_t best = arena_pool_.size();
+    for (size_t i = 0; i < arena_pool_.size(); ++i)
+      if (arena_pool_[i].first >= bytes && (best == arena_pool_.size() || arena_pool_[i].first < arena_pool_[best].first))
+        best = i;
+    if (best < arena_pool_.size()) {
+      auto a = std::move(arena_pool_[best].second);
+      *capacity = arena_pool_[best].first;
+      arena_pool_.erase(arena_pool_.begin() + static_cast<long>(best));
       return a;
     }
   }
-  return nullptr;
+  *capacity = bytes;
+  return aligned_alloc_shared(bytes);
 }
 
-void Session::release_arena(std::shared_ptr<void> a, size_t bytes) const {
+size_t Session::pooled_arena_bytes() const {
   std::lock_guard<std::mutex> lk(mu_);
-  if (arena_pool_.size() < 16) arena_pool_.emplace_back(bytes, std::move(a));
+  size_t total = 0;
+  for (const auto& [cap, a] : arena_pool_) total += cap;
+  return total;
+}
+
+// `capacity` is the arena's allocated size (not the size the last run needed): a large arena
+// reused by a small batch goes back into the pool as large.
+void Session::release_arena(std::shared_ptr<void> a, size_t capacity) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (arena_pool_.size() < 16) arena_pool_.emplace_back(capacity, std::move(a));
 }
 
 static std::string signature_of(const std::vector<Tensor>& inputs) {
@@ -218,9 +234,7 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
   std::shared_ptr<void> arena;
   size_t arena_size = 0;
   if (plan) {
-    arena_size = plan->arena_bytes;
-    arena = acquire_arena(arena_size);
-    if (!arena) arena = aligned_alloc_shared(arena_size);
+    arena = acquire_arena(plan->arena_bytes, &arena_size);
   }
   // Recording for the plan (first run of a signature).
   std::vector<int> def_step(nv, -1);

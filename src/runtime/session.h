@@ -68,14 +68,17 @@ class Session {
   int num_threads() const { return num_threads_; }
   // The memory plan for the most recently planned input signature (for reports/tests).
   MemoryPlanInfo last_plan_info() const;
+  // Bytes held in the pool of arenas kept between runs (bounded; for tests and diagnostics).
+  size_t pooled_arena_bytes() const;
 
  private:
   struct Plan;
   Session() = default;
   Status compile(const SessionOptions& opts);
   Status validate_inputs(const std::vector<Tensor>& inputs) const;
-  std::shared_ptr<void> acquire_arena(size_t bytes) const;
-  void release_arena(std::shared_ptr<void> a, size_t bytes) const;
+  // An arena of at least `bytes` from the pool (or newly allocated); *capacity = its real size.
+  std::shared_ptr<void> acquire_arena(size_t bytes, size_t* capacity) const;
+  void release_arena(std::shared_ptr<void> a, size_t capacity) const;
 
   Model model_;
   Graph graph_;

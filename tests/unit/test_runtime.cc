@@ -212,6 +212,26 @@ TEST(Runtime, ResidualSumIsComputedInPlaceOnlyWhenItsInputIsDead) {
   EXPECT_EQ(s->last_plan_info().inplace_outputs, 0);
 }
 
+// A server alternates batch sizes: a large arena lent to a small batch must come back to the
+// pool as large, or every large batch allocates a new one and the pool fills with them.
+TEST(Runtime, ArenaPoolStaysBoundedWhenBatchSizesAlternate) {
+  auto m = chain_model();
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  auto s = make_session(m.value(), false);
+  ASSERT_TRUE(s);
+  Tensor big = random_f32({8, 8, 16, 16}, 1), small = random_f32({1, 8, 16, 16}, 2);
+  ASSERT_TRUE(s->run({big}).is_ok());  // records both plans
+  ASSERT_TRUE(s->run({small}).is_ok());
+  ASSERT_TRUE(s->run({big}).is_ok());
+  const size_t one_big = s->pooled_arena_bytes();
+  ASSERT_GT(one_big, 0u);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(s->run({small}).is_ok());
+    ASSERT_TRUE(s->run({big}).is_ok());
+  }
+  EXPECT_EQ(s->pooled_arena_bytes(), one_big);
+}
+
 TEST(Runtime, ProfileCountsEveryNode) {
   auto m = chain_model();
   ASSERT_TRUE(m.is_ok());
