@@ -202,17 +202,24 @@ class AssignLayoutsPass : public Pass {
       probe.domain = kMedqDomain;
       probe.set_attr(Attribute::make_string("activation", "Relu"));
       probe.outputs = {act.outputs[0]};
-      if (!dnnl_accepts(g, probe, ctx.opset)) continue;
-      ctx.log.push_back("layouts: fused " + act.label() + " into " + bn.label());
-      bn = std::move(probe);
-      act.dead = true;
-      fused = true;
+      fused |= adopt_if_accepted(g, ctx, bn, std::move(probe), act);
     }
-    if (fused) {
-      changed = true;
-      RETURN_IF_ERROR(g.finalize());
-    }
-    return Status::ok();
+    return finish_fusion(g, fused, changed);
+  }
+
+  // `node` becomes `probe` (which absorbs `absorbed`) when the dnnl kernel accepts the probe.
+  static bool adopt_if_accepted(Graph& g, PassContext& ctx, Node& node, Node probe, Node& absorbed) {
+    if (!dnnl_accepts(g, probe, ctx.opset)) return false;
+    ctx.log.push_back("layouts: fused " + absorbed.label() + " into " + node.label());
+    node = std::move(probe);
+    absorbed.dead = true;
+    return true;
+  }
+
+  static Status finish_fusion(Graph& g, bool fused, bool& changed) {
+    if (!fused) return Status::ok();
+    changed = true;
+    return g.finalize();
   }
 
   // Concat (axis 1, 4-D) -> BatchNormalization / FusedBatchNorm (the concat's only consumer)
@@ -245,17 +252,9 @@ class AssignLayoutsPass : public Pass {
       probe.inputs.assign(bn.inputs.begin() + 1, bn.inputs.end());
       probe.inputs.insert(probe.inputs.end(), cat.inputs.begin(), cat.inputs.end());
       probe.outputs = {bn.outputs[0]};
-      if (!dnnl_accepts(g, probe, ctx.opset)) continue;
-      ctx.log.push_back("layouts: fused " + cat.label() + " into " + bn.label());
-      bn = std::move(probe);
-      cat.dead = true;
-      fused = true;
+      fused |= adopt_if_accepted(g, ctx, bn, std::move(probe), cat);
     }
-    if (fused) {
-      changed = true;
-      RETURN_IF_ERROR(g.finalize());
-    }
-    return Status::ok();
+    return finish_fusion(g, fused, changed);
   }
 };
 
