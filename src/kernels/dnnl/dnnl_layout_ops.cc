@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/dnnl/dnnl_common.h"
+#include "kernels/ref/broadcast.h"
 #include "ops/fused.h"
 
 namespace medq {
@@ -648,24 +649,26 @@ class ConcatBatchNormKernel : public DnnlKernel {
     if (same && nhwc_out) {
       // Pixel blocks of ~32 KiB of output, each done input by input.
       const int64_t P = N * HW, block = std::max<int64_t>(1, 8192 / C), nblocks = (P + block - 1) / block;
-#pragma omp parallel for num_threads(ctx.num_threads) schedule(static)
-      for (int64_t bi = 0; bi < nblocks; ++bi) {
-        const int64_t p0 = bi * block, np = std::min(block, P - p0);
-        for (size_t i = 0; i < k; ++i) {
-          const int64_t ci = off[i + 1] - off[i];
-          affine_rows(in[4 + i]->data<float>() + p0 * ci, a + off[i], b + off[i], yd + p0 * C + off[i], ci, C, np,
-                      relu_);
+      ref::parallel_range(nblocks, ctx.num_threads, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t bi = b0; bi < b1; ++bi) {
+          const int64_t p0 = bi * block, np = std::min(block, P - p0);
+          for (size_t i = 0; i < k; ++i) {
+            const int64_t ci = off[i + 1] - off[i];
+            affine_rows(in[4 + i]->data<float>() + p0 * ci, a + off[i], b + off[i], yd + p0 * C + off[i], ci, C, np,
+                        relu_);
+          }
         }
-      }
+      });
     } else if (same) {
-#pragma omp parallel for num_threads(ctx.num_threads) schedule(static)
-      for (int64_t nc = 0; nc < N * C; ++nc) {
-        const int64_t n = nc / C, c = nc % C;
-        size_t i = 0;
-        while (off[i + 1] <= c) ++i;
-        const int64_t ci = off[i + 1] - off[i];
-        affine_plane(in[4 + i]->data<float>() + (n * ci + c - off[i]) * HW, a[c], b[c], yd + nc * HW, HW, relu_);
-      }
+      ref::parallel_range(N * C, ctx.num_threads, 1, [&](int64_t nc0, int64_t nc1) {
+        for (int64_t nc = nc0; nc < nc1; ++nc) {
+          const int64_t n = nc / C, c = nc % C;
+          size_t i = 0;
+          while (off[i + 1] <= c) ++i;
+          const int64_t ci = off[i + 1] - off[i];
+          affine_plane(in[4 + i]->data<float>() + (n * ci + c - off[i]) * HW, a[c], b[c], yd + nc * HW, HW, relu_);
+        }
+      });
     } else {  // mixed layouts (not planned by the layouts pass, kept correct): element by element
       for (size_t i = 0; i < k; ++i) {
         const float* x = in[4 + i]->data<float>();
