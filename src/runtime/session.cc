@@ -327,10 +327,11 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
         const int k_in = k.inplace_input();
         if (k_in >= 0 && static_cast<size_t>(k_in) < n.inputs.size() && n.outputs[0] != kNoValue &&
             !is_output[n.outputs[0]] && kin[k_in] != nullptr) {
+          // src must be a buffer of its own (produced by a kernel, not a view or a graph input).
           const uint32_t src = n.inputs[k_in];
-          const uint32_t buf = in_arena_candidate[src] ? buffer_of(src) : 0;
           bool ok = in_arena_candidate[src] && rec_bytes[src] == rec_bytes[n.outputs[0]] &&
                     kin[k_in]->dtype() == descs[0].dtype;
+          const uint32_t buf = ok ? buffer_of(src) : src;
           // Every value in src's buffer (src, views of it, earlier in-place outputs) is dead after this node.
           for (uint32_t v = 0; ok && v < nv; ++v)
             if (def_step[v] >= 0 && v != n.outputs[0] && buffer_of(v) == buf && (is_output[v] || last_use_[v] > ni))
@@ -404,12 +405,14 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
     p->offsets.assign(nv, -1);
     MemoryPlan mp = plan_memory(reqs);
     for (const auto& a : mp.assignments) p->offsets[a.id] = static_cast<int64_t>(a.offset);
-    for (uint32_t v = 0; v < nv; ++v)  // in-place outputs take their buffer's offset
-      if (share_of[v] >= 0 && in_arena_candidate[v] && p->offsets[buffer_of(v)] >= 0) {
-        p->offsets[v] = p->offsets[buffer_of(v)];
-        p->info.inplace_outputs += 1;
-        p->info.naive_bytes += rec_bytes[v];
-      }
+    for (uint32_t v = 0; v < nv; ++v) {  // in-place outputs take their buffer's offset
+      if (share_of[v] < 0 || !in_arena_candidate[v]) continue;
+      const int64_t off = p->offsets[buffer_of(v)];
+      if (off < 0) continue;
+      p->offsets[v] = off;
+      p->info.inplace_outputs += 1;
+      p->info.naive_bytes += rec_bytes[v];
+    }
     p->arena_bytes = mp.total_bytes;
     p->info.arena_bytes = mp.total_bytes;
     p->info.num_buffers = static_cast<int>(reqs.size());
