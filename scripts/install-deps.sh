@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs medq's build and test dependencies from Debian 12's archive (run as root).
-#   build:  compiler, CMake, Ninja, ONNX (protobuf, checker, shape inference), oneDNN 2.6,
+#   build:  compiler, CMake, Ninja, ONNX (protobuf, checker, shape inference), oneDNN 2.6
+#           (+ OpenCL headers/loader: Debian's dnnl-config.cmake requires them, oneDNN is built with its OpenCL GPU runtime),
 #           nlohmann-json, libpng, libjpeg-turbo, DCMTK, cpp-httplib (+OpenSSL for optional TLS)
 #   test:   googletest, google-benchmark, the ONNX backend conformance data, headless Chromium
 #           (renders the validation report), curl (serve load script), and Python
@@ -10,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake ninja-build pkg-config
-      libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev nlohmann-json3-dev
+      libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev
       libpng-dev libjpeg-dev libdcmtk-dev
       libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev curl
       libgtest-dev libbenchmark-dev libonnx-testdata chromium)

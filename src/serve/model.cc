@@ -1,7 +1,5 @@
 #include "serve/model.h"
 
-#include <cpuid.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -15,16 +13,6 @@
 namespace medq::serve {
 
 namespace fs = std::filesystem;
-
-bool cpu_has_vnni() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_max(0, nullptr) < 7) return false;
-  __cpuid_count(7, 0, a, b, c, d);
-  bool avx512_vnni = (c >> 11) & 1;
-  __cpuid_count(7, 1, a, b, c, d);
-  bool avx_vnni = (a >> 4) & 1;
-  return avx512_vnni || avx_vnni;
-}
 
 std::vector<float> to_probabilities(const float* x, int64_t n) {
   double s = 0;

@@ -10,6 +10,7 @@
 // as in `medq run`.
 #pragma once
 
+#include "core/cpu.h"  // cpu_has_vnni: int8 selection
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -27,8 +28,6 @@
 
 namespace medq::serve {
 
-// Whether the CPU has int8 dot-product instructions (AVX512_VNNI or AVX_VNNI, via cpuid).
-bool cpu_has_vnni();
 
 struct RunOutput {
   Tensor logits;            // [rows, classes] float32

@@ -142,6 +142,26 @@ inline dnnl::memory scratchpad_memory(const dnnl::primitive_desc_base& pd) {
   return dnnl::memory(md, cpu_engine(), Workspace::get(Workspace::kScratch, md.get_size()));
 }
 
+// The timing rule of kernel tuning for any callable: a warm-up, then the best of 3 runs
+// (only the warm-up when it is already 1.5x slower than `bound_ms`), in milliseconds.
+template <class F>
+double time_best_of(const F& f, double bound_ms) {
+  auto ms_since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  double t = ms_since(t0);
+  if (t > 1.5 * bound_ms) return t;
+  t = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < 3; ++r) {
+    t0 = std::chrono::steady_clock::now();
+    f();
+    t = std::min(t, ms_since(t0));
+  }
+  return t;
+}
+
 // Implementation choice by measurement (SessionOptions::tune_kernels, `--tune`). oneDNN offers
 // several implementations of a convolution (primitive_desc::next_impl(): brgemm, direct jit,
 // gemm, ...) and takes the first by heuristics; a few percent is left on the table for some
@@ -151,9 +171,11 @@ inline dnnl::memory scratchpad_memory(const dnnl::primitive_desc_base& pd) {
 // runs; a warm-up 1.5x slower than the best so far ends that candidate), and the index of the
 // fastest is returned (0: oneDNN's own choice). `extra` holds
 // arguments the buffers do not cover (runtime zero points). Runs once per shape: the caller
-// caches the primitive.
+// caches the primitive. `best_ms_out` (optional) receives the winner's time, to compare it with
+// medq's own implementation of the same operation (time_best_of above).
 template <class PD, class PRIM, class MakePd>
-int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl::memory>& extra) {
+int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl::memory>& extra,
+                       double* best_ms_out = nullptr) {
   PD pd = make_pd();
   const dnnl::memory::desc src0 = pd.src_desc(), dst0 = pd.dst_desc();
   const std::string first = pd.impl_info_str();
@@ -187,19 +209,12 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
         if (pd.bias_desc().get_size() > 0) args[DNNL_ARG_BIAS] = zero_mem(pd.bias_desc());
         args[DNNL_ARG_SCRATCHPAD] = zero_mem(pd.scratchpad_desc());
         if (alloc_ok) {
-          auto tw = std::chrono::steady_clock::now();
-          prim.execute(s, args);
-          s.wait();
-          const double warm =
-              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
-          // A candidate whose warm-up is already 1.5x slower than the best is not timed further.
-          double t = warm > 1.5 * best_ms ? warm : std::numeric_limits<double>::infinity();
-          for (int r = 0; r < 3 && !(warm > 1.5 * best_ms); ++r) {
-            const auto t0 = std::chrono::steady_clock::now();
-            prim.execute(s, args);
-            s.wait();
-            t = std::min(t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-          }
+          const double t = time_best_of(
+              [&] {
+                prim.execute(s, args);
+                s.wait();
+              },
+              best_ms);
           if (t < best_ms) {
             best_ms = t;
             best = idx;
@@ -210,6 +225,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
     }
     ++idx;
   } while (pd.next_impl());
+  if (best_ms_out) *best_ms_out = best_ms;
   return best;
 }
 

@@ -17,11 +17,18 @@
 //
 // Y = act(conv(X, W) + B + Sum): Sum is copied (reordered) into the dst buffer
 // first and added by a `sum` post-op; the activation is an eltwise post-op.
+//
+// 3x3 stride-1 convolutions with nhwc X and Y (and Sum) may instead run medq's Winograd
+// F(2x2, 3x3) kernel (winograd.h): with kernel tuning it is timed against the fastest oneDNN
+// implementation of the shape and kept when faster; MEDQ_WINOGRAD=on uses it for every
+// eligible convolution, MEDQ_WINOGRAD=off never. Its transformed weights are built once per
+// node and shared by all shapes.
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/dnnl/dnnl_common.h"
+#include "kernels/dnnl/winograd.h"
 #include "kernels/ref/conv_common.h"
 #include "ops/fused.h"
 
@@ -40,7 +47,19 @@ bool conv_layout_plain() {
   return plain;
 }
 
+// MEDQ_WINOGRAD (read when a shape is first built, so tests can set it per session).
+enum class WinogradMode { kOff, kTune, kOn };
+WinogradMode winograd_mode() {
+  const char* e = std::getenv("MEDQ_WINOGRAD");
+  if (!e) return WinogradMode::kTune;
+  const std::string v(e);
+  if (v == "off" || v == "0") return WinogradMode::kOff;
+  if (v == "on" || v == "1") return WinogradMode::kOn;
+  return WinogradMode::kTune;
+}
+
 struct ConvEntry {
+  std::shared_ptr<const Winograd3x3> wino;  // set: this shape runs Winograd (no oneDNN primitive)
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::memory weights;  // packed, owned
@@ -81,6 +100,8 @@ class DnnlConvKernel : public DnnlKernel {
     if ((src_l_ != Layout::kPlain || sum_l_ != Layout::kPlain || dst_l_ != Layout::kPlain) && w->rank() != 4)
       return unsupported_error("blocked layouts need a 2-D convolution");
     w_ = *w;
+    wino_layouts_ = w->rank() == 4 && src_l_ == Layout::kNhwc && dst_l_ == Layout::kNhwc &&
+                    (!has_sum_ || sum_l_ == Layout::kNhwc);
     return Status::ok();
   }
 
@@ -125,8 +146,42 @@ class DnnlConvKernel : public DnnlKernel {
     return Status::ok();
   }
 
+  // Shape-level Winograd conditions (the layouts were checked at init).
+  bool winograd_eligible(const Window3& w) const {
+    const int off = ref::kMaxSpatial - 2;
+    return wino_layouts_ && w.spatial == 2 &&
+           Winograd3x3::eligible(w_.dim(1) * group_, w_.dim(0), w.k[off], w.k[off + 1], w.s[off], w.s[off + 1],
+                                 w.d[off], w.d[off + 1], group_, act_);
+  }
+
+  // The node's Winograd weights, transformed on first use.
+  std::shared_ptr<const Winograd3x3> winograd() const {
+    std::lock_guard<std::mutex> lock(wino_mu_);
+    if (!wino_) wino_ = std::make_shared<Winograd3x3>(w_.data<float>(), w_.dim(0), w_.dim(1), act_, act_params_);
+    return wino_;
+  }
+
+  static void run_winograd(const Winograd3x3& wg, const float* x, float* y, const float* bias, const float* sum,
+                           const Shape& xs, const Shape& ys, const Window3& w, int num_threads) {
+    const int off = ref::kMaxSpatial - 2;
+    wg.run(x, y, bias, sum, xs[0], xs[2], xs[3], ys[2], ys[3], w.pb[off], w.pb[off + 1], num_threads);
+  }
+
+  // Winograd's time on zero-filled buffers of this shape (tuning), like the oneDNN candidates'.
+  double winograd_ms(const Winograd3x3& wg, const Shape& xs, const Shape& ys, const Window3& w, bool has_bias,
+                     int num_threads, double bound_ms) const {
+    auto zeros = [](const Shape& s) { return std::vector<float>(static_cast<size_t>(shape_numel(s)), 0.f); };
+    std::vector<float> x = zeros(xs), y = zeros(ys), b(static_cast<size_t>(w_.dim(0)), 0.f);
+    return time_best_of(
+        [&] {
+          run_winograd(wg, x.data(), y.data(), has_bias ? b.data() : nullptr, has_sum_ ? y.data() : nullptr, xs, ys,
+                       w, num_threads);
+        },
+        bound_ms);
+  }
+
   Result<std::shared_ptr<ConvEntry>> build(const Shape& xs, const Shape& ys, const Window3& w, bool has_bias,
-                                           bool tune) const {
+                                           bool tune, int num_threads) const {
     auto e = std::make_shared<ConvEntry>();
     const int sp = w.spatial, off = ref::kMaxSpatial - sp;
     dnnl::memory::dims strides, dil, pl, pr;
@@ -146,16 +201,37 @@ class DnnlConvKernel : public DnnlKernel {
     dnnl::memory::desc src_md = src_l_ != Layout::kPlain ? layout_md(xd, src_l_) : plain ? plain_md(xd) : any_md(xd);
     dnnl::memory::desc dst_md = dst_l_ != Layout::kPlain ? layout_md(yd, dst_l_) : plain ? plain_md(yd) : any_md(yd);
     dnnl::memory::desc bias_md = has_bias ? plain_md({w_.dim(0)}) : dnnl::memory::desc();
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
-                                      any_md(wdims), bias_md, dst_md, strides, dil, pl, pr);
     dnnl::primitive_attr attr = user_scratchpad_attr();
     dnnl::post_ops po;
     if (has_sum_) po.append_sum(1.f);
     append_activation(po, act_, act_params_);
     attr.set_post_ops(po);
     using PD = dnnl::convolution_forward::primitive_desc;
+    auto make_desc = [&](const dnnl::memory::desc& s_md, const dnnl::memory::desc& d_md) {
+      return dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                             s_md, any_md(wdims), bias_md, d_md, strides, dil, pl, pr);
+    };
+    dnnl::convolution_forward::desc d = make_desc(src_md, dst_md);
+    // A layout the node was given may have no optimized implementation on this CPU (AVX2: a
+    // 3-channel first convolution with nhwc output only has oneDNN's reference kernel, 100x
+    // slower): then oneDNN chooses the layouts and the sides are reordered per call.
+    if (std::string(PD(d, attr, cpu_engine()).impl_info_str()).rfind("ref", 0) == 0 &&
+        (src_l_ != Layout::kPlain || dst_l_ != Layout::kPlain)) {
+      dnnl::convolution_forward::desc free_d = make_desc(any_md(xd), any_md(yd));
+      if (std::string(PD(free_d, attr, cpu_engine()).impl_info_str()).rfind("ref", 0) != 0) d = free_d;
+    }
     auto make_pd = [&] { return PD(d, attr, cpu_engine()); };
-    e->pd = tune ? pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, {})) : make_pd();
+    const WinogradMode wmode = winograd_eligible(w) ? winograd_mode() : WinogradMode::kOff;
+    double dnnl_ms = 0;
+    e->pd = tune ? pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, {}, &dnnl_ms))
+                 : make_pd();
+    if (wmode == WinogradMode::kOn || (wmode == WinogradMode::kTune && tune)) {
+      std::shared_ptr<const Winograd3x3> wg = winograd();
+      if (wmode == WinogradMode::kOn || winograd_ms(*wg, xs, ys, w, has_bias, num_threads, dnnl_ms) < dnnl_ms) {
+        e->wino = wg;
+        return e;
+      }
+    }
     e->prim = dnnl::convolution_forward(e->pd);
     // Weights: plain OIHW (or GOIHW) -> preferred layout, once.
     e->weights = packed_.get(e->pd.weights_desc(),
@@ -202,7 +278,12 @@ class DnnlConvKernel : public DnnlKernel {
       key.push_back(bias ? 1 : 0);
       const Shape ys = y.shape();
       ASSIGN_OR_RETURN(std::shared_ptr<const ConvEntry> e,
-                       cache_.get(key, [&]() { return build(x.shape(), ys, w, bias != nullptr, ctx.tune); }));
+                       cache_.get(key, [&]() { return build(x.shape(), ys, w, bias != nullptr, ctx.tune, ctx.num_threads); }));
+      if (e->wino) {
+        run_winograd(*e->wino, x.data<float>(), y.data<float>(), bias ? bias->data<float>() : nullptr,
+                     sum ? sum->data<float>() : nullptr, x.shape(), ys, w, ctx.num_threads);
+        return Status::ok();
+      }
       dnnl::engine& eng = cpu_engine();
       dnnl::stream& s = thread_stream();
       dnnl::memory src_user(e->src_plain, eng, const_cast<void*>(x.raw()));
@@ -251,6 +332,9 @@ class DnnlConvKernel : public DnnlKernel {
   bool has_sum_ = false;
   Layout src_l_ = Layout::kPlain, dst_l_ = Layout::kPlain, sum_l_ = Layout::kPlain;
   Tensor w_;  // the constant W (shares the initializer's storage)
+  bool wino_layouts_ = false;  // X, Y (and Sum) nhwc: Winograd may run this node
+  mutable std::mutex wino_mu_;
+  mutable std::shared_ptr<const Winograd3x3> wino_;
   PrimitiveCache<ConvEntry> cache_;
   PackedWeightStore packed_;
 };

@@ -19,12 +19,17 @@
 // the s8s8 compensation). Activations are plain NCHW at the boundary; the
 // primitive uses `any` (oneDNN picks nhwc for int8) and per-call reorders.
 // Primitives are cached per (X shape, X dtype, thread count).
+//
+// Only on CPUs with VNNI (cpu_has_vnni()): without it oneDNN's u8s8 kernels sum pairs of 8-bit
+// products into saturating int16 (vpmaddubsw) and are wrong for large values, so QConv and
+// QMatMul decline and the exact reference kernels (int32 accumulation) run them.
 // Also: MaxPool on uint8/int8 tensors (run by the QDQ pass on quantized data).
 #include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "core/cpu.h"
 #include "kernels/dnnl/dnnl_common.h"
 #include "kernels/ref/conv_common.h"
 #include "kernels/ref/quant_common.h"
@@ -70,6 +75,11 @@ bool plain_or_nhwc(const Node& n) {
 // output scales / bias / clip bounds and the constant zero-point storage.
 class Int8Base : public DnnlKernel {
  protected:
+  // Checked after the node's attributes, so that a malformed node is reported as such.
+  Status require_vnni() const {
+    if (cpu_has_vnni()) return Status::ok();
+    return unsupported_error("CPU has no VNNI: oneDNN's u8s8 kernels would saturate 16-bit sums (the reference kernel runs instead)");
+  }
   Status init_quant(const KernelCreateInfo& info, int64_t channels, const Tensor* bias) {
     RETURN_IF_ERROR(p_.parse(info.node));
     if (p_.w_scales.size() != 1 && static_cast<int64_t>(p_.w_scales.size()) != channels)
@@ -181,6 +191,7 @@ class DnnlQConvKernel : public Int8Base {
     const Tensor* b = info.constant_input(2);
     if (n.has_input(2) && !b) return unsupported_error("B is not a constant");
     RETURN_IF_ERROR(init_quant(info, w->dim(0), b));
+    RETURN_IF_ERROR(require_vnni());
     w_ = *w;
     return Status::ok();
   }
@@ -339,6 +350,7 @@ class DnnlQMatMulKernel : public Int8Base {
     const Tensor* bias = info.constant_input(2);
     if (n.has_input(2) && !bias) return unsupported_error("bias is not a constant");
     RETURN_IF_ERROR(init_quant(info, b->dim(1), bias));
+    RETURN_IF_ERROR(require_vnni());
     b_ = *b;
     return Status::ok();
   }

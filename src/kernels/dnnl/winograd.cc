@@ -1,0 +1,277 @@
+// Winograd F(2x2, 3x3), nhwc fp32: see winograd.h.
+#include "kernels/dnnl/winograd.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/tensor.h"
+
+namespace medq {
+namespace dnnl_k {
+namespace {
+
+constexpr int kPos = 16;   // 4x4 transformed positions
+constexpr int kKb = 16;    // output channels per GEMM panel (two ymm)
+constexpr int kRows = 6;   // tiles per microkernel call
+// Budget for one thread's transformed input chunk (16 x tiles x C floats): about half of a
+// 512 KiB L2, leaving room for the GEMM results and the weight panel streaming through.
+constexpr int64_t kChunkBytes = 192 * 1024;
+
+std::shared_ptr<float> alloc_floats(size_t n) {
+  return std::static_pointer_cast<float>(aligned_alloc_shared(std::max<size_t>(n, 16) * sizeof(float)));
+}
+
+// Per-thread growable buffer (the OpenMP workers keep theirs between runs).
+float* thread_buffer(int slot, size_t n) {
+  struct Buf {
+    std::shared_ptr<float> p;
+    size_t n = 0;
+  };
+  thread_local Buf bufs[2];
+  Buf& b = bufs[slot];
+  if (b.n < n) {
+    b.p = alloc_floats(n);
+    b.n = n;
+  }
+  return b.p.get();
+}
+
+// acc[6][16] = sum_c a_i[c] * b[c][0:16]; a rows at a + i*lda, b packed [C][16].
+inline void gemm_6x16(const float* a, int64_t lda, const float* b, int64_t C, float* m) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
+         c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(),
+         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps(),
+         c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  const float* a0 = a;
+  const float* a1 = a + lda;
+  const float* a2 = a + 2 * lda;
+  const float* a3 = a + 3 * lda;
+  const float* a4 = a + 4 * lda;
+  const float* a5 = a + 5 * lda;
+  for (int64_t c = 0; c < C; ++c) {
+    const __m256 b0 = _mm256_load_ps(b + c * kKb), b1 = _mm256_load_ps(b + c * kKb + 8);
+    __m256 x = _mm256_broadcast_ss(a0 + c);
+    c00 = _mm256_fmadd_ps(x, b0, c00);
+    c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_broadcast_ss(a1 + c);
+    c10 = _mm256_fmadd_ps(x, b0, c10);
+    c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_broadcast_ss(a2 + c);
+    c20 = _mm256_fmadd_ps(x, b0, c20);
+    c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_broadcast_ss(a3 + c);
+    c30 = _mm256_fmadd_ps(x, b0, c30);
+    c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_broadcast_ss(a4 + c);
+    c40 = _mm256_fmadd_ps(x, b0, c40);
+    c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_broadcast_ss(a5 + c);
+    c50 = _mm256_fmadd_ps(x, b0, c50);
+    c51 = _mm256_fmadd_ps(x, b1, c51);
+  }
+  _mm256_store_ps(m + 0 * kKb, c00);
+  _mm256_store_ps(m + 0 * kKb + 8, c01);
+  _mm256_store_ps(m + 1 * kKb, c10);
+  _mm256_store_ps(m + 1 * kKb + 8, c11);
+  _mm256_store_ps(m + 2 * kKb, c20);
+  _mm256_store_ps(m + 2 * kKb + 8, c21);
+  _mm256_store_ps(m + 3 * kKb, c30);
+  _mm256_store_ps(m + 3 * kKb + 8, c31);
+  _mm256_store_ps(m + 4 * kKb, c40);
+  _mm256_store_ps(m + 4 * kKb + 8, c41);
+  _mm256_store_ps(m + 5 * kKb, c50);
+  _mm256_store_ps(m + 5 * kKb + 8, c51);
+}
+
+struct Geometry {
+  int64_t N, H, W, C, K, OH, OW, pt, pl;
+  int64_t th, tw;  // tiles per column / row
+  int64_t tiles() const { return N * th * tw; }
+};
+
+// V[p][t][C] for tiles [t0, t0 + nt) (rows nt..rows6 zeroed).
+void transform_input(const float* src, const Geometry& g, int64_t t0, int64_t nt, int64_t rows6, float* v) {
+  const int64_t C = g.C, tiles_img = g.th * g.tw;
+  const int64_t pstride = rows6 * C;  // floats between positions
+  for (int64_t i = 0; i < nt; ++i) {
+    const int64_t t = t0 + i;
+    const int64_t n = t / tiles_img, r = t % tiles_img;
+    const int64_t iy0 = (r / g.tw) * 2 - g.pt, ix0 = (r % g.tw) * 2 - g.pl;
+    const float* img = src + n * g.H * g.W * C;
+    const float* rowp[4];
+    bool rowok[4], colok[4];
+    for (int k = 0; k < 4; ++k) {
+      rowok[k] = iy0 + k >= 0 && iy0 + k < g.H;
+      colok[k] = ix0 + k >= 0 && ix0 + k < g.W;
+      rowp[k] = img + (iy0 + k) * g.W * C;
+    }
+    const bool interior = rowok[0] && rowok[3] && colok[0] && colok[3];
+    float* vt = v + i * C;
+    for (int64_t c = 0; c < C; c += 8) {
+      __m256 d[4][4];
+      if (interior) {
+        for (int y = 0; y < 4; ++y)
+          for (int x = 0; x < 4; ++x) d[y][x] = _mm256_loadu_ps(rowp[y] + (ix0 + x) * C + c);
+      } else {
+        for (int y = 0; y < 4; ++y)
+          for (int x = 0; x < 4; ++x)
+            d[y][x] = rowok[y] && colok[x] ? _mm256_loadu_ps(rowp[y] + (ix0 + x) * C + c) : _mm256_setzero_ps();
+      }
+      // B^T d: rows
+      __m256 r[4][4];
+      for (int x = 0; x < 4; ++x) {
+        r[0][x] = _mm256_sub_ps(d[0][x], d[2][x]);
+        r[1][x] = _mm256_add_ps(d[1][x], d[2][x]);
+        r[2][x] = _mm256_sub_ps(d[2][x], d[1][x]);
+        r[3][x] = _mm256_sub_ps(d[1][x], d[3][x]);
+      }
+      // (B^T d) B: columns
+      for (int y = 0; y < 4; ++y) {
+        float* o = vt + (y * 4) * pstride + c;
+        _mm256_store_ps(o, _mm256_sub_ps(r[y][0], r[y][2]));
+        _mm256_store_ps(o + pstride, _mm256_add_ps(r[y][1], r[y][2]));
+        _mm256_store_ps(o + 2 * pstride, _mm256_sub_ps(r[y][2], r[y][1]));
+        _mm256_store_ps(o + 3 * pstride, _mm256_sub_ps(r[y][1], r[y][3]));
+      }
+    }
+  }
+  for (int64_t i = nt; i < rows6; ++i)
+    for (int p = 0; p < kPos; ++p) std::memset(v + p * pstride + i * C, 0, C * sizeof(float));
+}
+
+}  // namespace
+
+bool Winograd3x3::eligible(int64_t C, int64_t K, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+                           int64_t dil_h, int64_t dil_w, int64_t group, ActKind act) {
+  const bool act_ok = act == ActKind::kNone || act == ActKind::kRelu || act == ActKind::kLeakyRelu ||
+                      act == ActKind::kClip;
+  return act_ok && group == 1 && kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dil_h == 1 &&
+         dil_w == 1 && C > 0 && C % 8 == 0 && K > 0 && K % kKb == 0 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
+}
+
+Winograd3x3::Winograd3x3(const float* w, int64_t K, int64_t C, ActKind act, const std::vector<float>& act_params)
+    : K_(K), C_(C), act_(act) {
+  if (act == ActKind::kClip && act_params.size() >= 2) {
+    lo_ = act_params[0];
+    hi_ = act_params[1];
+  }
+  if (act == ActKind::kLeakyRelu && !act_params.empty()) alpha_ = act_params[0];
+  u_ = alloc_floats(static_cast<size_t>(K) * C * kPos);
+  float* u = u_.get();
+  // U = G g G^T with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], in double.
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* g = w + (k * C + c) * 9;
+      double t[4][3];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 3; ++j) t[i][j] = G[i][0] * g[0 * 3 + j] + G[i][1] * g[1 * 3 + j] + G[i][2] * g[2 * 3 + j];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) {
+          const double val = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+          const int64_t kb = k / kKb, lane = k % kKb, p = i * 4 + j;
+          u[((kb * kPos + p) * C + c) * kKb + lane] = static_cast<float>(val);
+        }
+    }
+}
+
+void Winograd3x3::run(const float* src, float* dst, const float* bias, const float* sum, int64_t N, int64_t H,
+                      int64_t W, int64_t OH, int64_t OW, int64_t pad_t, int64_t pad_l, int num_threads) const {
+  Geometry g{N, H, W, C_, K_, OH, OW, pad_t, pad_l, (OH + 1) / 2, (OW + 1) / 2};
+  const int64_t T = g.tiles();
+  if (T <= 0) return;
+  int64_t rows = std::max<int64_t>(kRows, kChunkBytes / (kPos * C_ * 4) / kRows * kRows);
+  // Enough chunks for the threads (a chunk is transformed once per thread that touches it).
+  const int nt_req = std::max(1, num_threads);
+  const int64_t kblocks = K_ / kKb;
+  const int64_t chunks = (T + rows - 1) / rows;
+  const int64_t items = chunks * kblocks;
+  const int nthr = static_cast<int>(std::min<int64_t>(nt_req, items));
+  const float* u = u_.get();
+  const ActKind act = act_;
+  const float lo = lo_, hi = hi_, alpha = alpha_;
+  const int64_t tiles_img = g.th * g.tw;
+
+  auto body = [&](int ithr) {
+    const int64_t i0 = items * ithr / nthr, i1 = items * (ithr + 1) / nthr;
+    if (i0 >= i1) return;
+    float* v = thread_buffer(0, static_cast<size_t>(kPos) * rows * C_);
+    float* m = thread_buffer(1, static_cast<size_t>(kPos) * rows * kKb);
+    int64_t have_chunk = -1, nt = 0, rows6 = 0;
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t chunk = item / kblocks, kb = item % kblocks;
+      const int64_t t0 = chunk * rows;
+      if (chunk != have_chunk) {
+        nt = std::min(rows, T - t0);
+        rows6 = (nt + kRows - 1) / kRows * kRows;
+        transform_input(src, g, t0, nt, rows6, v);
+        have_chunk = chunk;
+      }
+      // 16 GEMMs: M[p][t][16] = V[p][t][:] . U[kb][p][:][16]
+      for (int p = 0; p < kPos; ++p) {
+        const float* up = u + (kb * kPos + p) * C_ * kKb;
+        const float* vp = v + p * rows6 * C_;
+        float* mp = m + p * rows6 * kKb;
+        for (int64_t s = 0; s < rows6; s += kRows) gemm_6x16(vp + s * C_, C_, up, C_, mp + s * kKb);
+      }
+      // Y = A^T M A per tile, + bias (+ sum), activation.
+      const __m256 zero = _mm256_setzero_ps();
+      for (int64_t i = 0; i < nt; ++i) {
+        const int64_t t = t0 + i;
+        const int64_t n = t / tiles_img, r = t % tiles_img;
+        const int64_t oy0 = (r / g.tw) * 2, ox0 = (r % g.tw) * 2;
+        for (int h = 0; h < 2; ++h) {
+          const int64_t ch = kb * kKb + h * 8;
+          __m256 mm[4][4];
+          for (int p = 0; p < kPos; ++p) mm[p / 4][p % 4] = _mm256_load_ps(m + (p * rows6 + i) * kKb + h * 8);
+          __m256 s[2][4];
+          for (int x = 0; x < 4; ++x) {
+            s[0][x] = _mm256_add_ps(_mm256_add_ps(mm[0][x], mm[1][x]), mm[2][x]);
+            s[1][x] = _mm256_sub_ps(_mm256_sub_ps(mm[1][x], mm[2][x]), mm[3][x]);
+          }
+          const __m256 b = bias ? _mm256_loadu_ps(bias + ch) : zero;
+          for (int y = 0; y < 2; ++y) {
+            const int64_t oy = oy0 + y;
+            if (oy >= OH) break;
+            __m256 out[2];
+            out[0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[y][0], s[y][1]), s[y][2]), b);
+            out[1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s[y][1], s[y][2]), s[y][3]), b);
+            for (int x = 0; x < 2; ++x) {
+              const int64_t ox = ox0 + x;
+              if (ox >= OW) break;
+              const int64_t off = ((n * OH + oy) * OW + ox) * K_ + ch;
+              __m256 o = out[x];
+              if (sum) o = _mm256_add_ps(o, _mm256_loadu_ps(sum + off));
+              switch (act) {
+                case ActKind::kRelu: o = _mm256_max_ps(o, zero); break;
+                case ActKind::kClip: o = _mm256_min_ps(_mm256_max_ps(o, _mm256_set1_ps(lo)), _mm256_set1_ps(hi)); break;
+                case ActKind::kLeakyRelu:
+                  o = _mm256_blendv_ps(_mm256_mul_ps(o, _mm256_set1_ps(alpha)), o, _mm256_cmp_ps(o, zero, _CMP_GT_OQ));
+                  break;
+                default: break;
+              }
+              _mm256_storeu_ps(dst + off, o);
+            }
+          }
+        }
+      }
+    }
+  };
+  if (nthr <= 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nthr)
+    {
+      // The team may be smaller than asked (nested regions): each member takes every
+      // team-size-th partition, so all of them are done whatever its size.
+      for (int ithr = omp_get_thread_num(); ithr < nthr; ithr += omp_get_num_threads()) body(ithr);
+    }
+  }
+}
+
+}  // namespace dnnl_k
+}  // namespace medq
