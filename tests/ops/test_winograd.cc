@@ -1,7 +1,7 @@
 // medq's Winograd F(2x2, 3x3) convolution (kernels/dnnl/winograd.h): against a double-precision
 // direct convolution over odd and even sizes, every pad combination, tiny images, bias, residual
 // sum (separate and in place), activations and thread counts; then inside a session (nhwc
-// layouts chosen by the pass), forced on and timed by kernel tuning, against the ref backend.
+// layouts chosen by the pass), forced on, by default and timed by kernel tuning, against the ref backend.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -173,11 +173,16 @@ TEST(Winograd, SessionResultsMatchReference) {
     const std::vector<Tensor> ref = run_with(m, x, "off", false, {"ref"});
     const std::vector<Tensor> direct = run_with(m, x, "off", false);
     const std::vector<Tensor> wino = run_with(m, x, "on", false);
-    const std::vector<Tensor> tuned = run_with(m, x, "tune", true);
-    ASSERT_TRUE(ref.size() == 1 && direct.size() == 1 && wino.size() == 1 && tuned.size() == 1);
+    const std::vector<Tensor> tuned = run_with(m, x, "auto", true);
+    const std::vector<Tensor> deflt = run_with(m, x, "auto", false);
+    ASSERT_TRUE(ref.size() == 1 && direct.size() == 1 && wino.size() == 1 && tuned.size() == 1 && deflt.size() == 1);
     EXPECT_LE(max_abs_diff(direct[0], ref[0]), 1e-4);
     EXPECT_LE(max_abs_diff(wino[0], ref[0]), 1e-4);
     EXPECT_LE(max_abs_diff(tuned[0], ref[0]), 1e-4);
+    EXPECT_LE(max_abs_diff(deflt[0], ref[0]), 1e-4);
+    // Without tuning, the default is Winograd exactly where the CPU has no AVX-512.
+    if (!__builtin_cpu_supports("avx512f")) EXPECT_EQ(max_abs_diff(deflt[0], wino[0]), 0.0);
+    else EXPECT_EQ(max_abs_diff(deflt[0], direct[0]), 0.0);
     // Winograd really ran: its rounding differs from oneDNN's direct convolution.
     EXPECT_GT(max_abs_diff(wino[0], direct[0]), 0.0);
   }

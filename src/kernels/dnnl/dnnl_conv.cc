@@ -20,9 +20,10 @@
 //
 // 3x3 stride-1 convolutions with nhwc X and Y (and Sum) may instead run medq's Winograd
 // F(2x2, 3x3) kernel (winograd.h): with kernel tuning it is timed against the fastest oneDNN
-// implementation of the shape and kept when faster; MEDQ_WINOGRAD=on uses it for every
-// eligible convolution, MEDQ_WINOGRAD=off never. Its transformed weights are built once per
-// node and shared by all shapes.
+// implementation of the shape and kept when faster; without tuning it runs on CPUs without
+// AVX-512 (see winograd_mode). MEDQ_WINOGRAD=on uses it for every eligible convolution,
+// MEDQ_WINOGRAD=off never. Its transformed weights are built once per node and shared by all
+// shapes.
 #include <cstring>
 #include <string>
 #include <vector>
@@ -47,15 +48,18 @@ bool conv_layout_plain() {
   return plain;
 }
 
-// MEDQ_WINOGRAD (read when a shape is first built, so tests can set it per session).
-enum class WinogradMode { kOff, kTune, kOn };
+// MEDQ_WINOGRAD (read when a shape is first built, so tests can set it per session):
+// off | on | auto (default: with kernel tuning Winograd is timed against oneDNN; without it,
+// Winograd runs where oneDNN has no AVX-512 kernels, since its AVX2 direct convolution is
+// 1.5-2.6x slower than Winograd on resnet's 3x3 shapes and 2.6 has no Winograd for AVX2).
+enum class WinogradMode { kOff, kAuto, kOn };
 WinogradMode winograd_mode() {
   const char* e = std::getenv("MEDQ_WINOGRAD");
-  if (!e) return WinogradMode::kTune;
+  if (!e) return WinogradMode::kAuto;
   const std::string v(e);
   if (v == "off" || v == "0") return WinogradMode::kOff;
   if (v == "on" || v == "1") return WinogradMode::kOn;
-  return WinogradMode::kTune;
+  return WinogradMode::kAuto;
 }
 
 struct ConvEntry {
@@ -225,10 +229,12 @@ class DnnlConvKernel : public DnnlKernel {
     double dnnl_ms = 0;
     e->pd = tune ? pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, {}, &dnnl_ms))
                  : make_pd();
-    if (wmode == WinogradMode::kOn || (wmode == WinogradMode::kTune && tune)) {
-      std::shared_ptr<const Winograd3x3> wg = winograd();
-      if (wmode == WinogradMode::kOn || winograd_ms(*wg, xs, ys, w, has_bias, num_threads, dnnl_ms) < dnnl_ms) {
-        e->wino = wg;
+    if (wmode != WinogradMode::kOff) {
+      const bool use = wmode == WinogradMode::kOn ||
+                       (tune ? winograd_ms(*winograd(), xs, ys, w, has_bias, num_threads, dnnl_ms) < dnnl_ms
+                             : !__builtin_cpu_supports("avx512f"));
+      if (use) {
+        e->wino = winograd();
         return e;
       }
     }

@@ -19,9 +19,10 @@
 // length (tested against the reference kernel at 1e-4 relative).
 //
 // Restrictions (checked by eligible()): 2-D, group 1, 3x3 kernel, stride 1, dilation 1,
-// C % 8 == 0, K % 16 == 0, activation none/Relu/LeakyRelu/Clip. The dnnl Conv kernel offers
-// it for nhwc X and Y (and Sum) when the session tunes kernels (it is timed against oneDNN's
-// implementations of the same shape and kept only when faster) or MEDQ_WINOGRAD=on.
+// C % 8 == 0, K % 16 == 0, activation none/Relu/LeakyRelu/Clip. The dnnl Conv kernel runs it
+// for nhwc X and Y (and Sum): by default on CPUs without AVX-512; when the session tunes
+// kernels, only where it times faster than oneDNN's implementations of the same shape;
+// MEDQ_WINOGRAD=on|off forces it on or off.
 #pragma once
 
 #include <cstdint>
