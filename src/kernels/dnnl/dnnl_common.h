@@ -169,10 +169,12 @@ double time_best_of(const F& f, double bound_ms) {
 // src/dst memory formats (so the layout plan around the node is unchanged) and the best ISA is
 // timed on zero-filled buffers at the session's thread count (a warm-up, then the best of 3
 // runs; a warm-up 1.5x slower than the best so far ends that candidate), and the index of the
-// fastest is returned (0: oneDNN's own choice). `extra` holds
+// fastest is returned (0: oneDNN's own choice, kept unless the fastest beats it by 10%). `extra` holds
 // arguments the buffers do not cover (runtime zero points). Runs once per shape: the caller
 // caches the primitive. `best_ms_out` (optional) receives the winner's time, to compare it with
 // medq's own implementation of the same operation (time_best_of above).
+constexpr double kTuneMargin = 0.9;  // an alternative must take < 90% of the default's time
+
 template <class PD, class PRIM, class MakePd>
 int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl::memory>& extra,
                        double* best_ms_out = nullptr) {
@@ -182,7 +184,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
   const bool avx512 = first.find("avx512") != std::string::npos;
   dnnl::stream s(cpu_engine());
   int best = 0, idx = 0;
-  double best_ms = std::numeric_limits<double>::infinity();
+  double best_ms = std::numeric_limits<double>::infinity(), first_ms = best_ms;
   do {
     const std::string name = pd.impl_info_str();
     const bool skip = name.rfind("ref", 0) == 0 ||
@@ -215,6 +217,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
                 s.wait();
               },
               best_ms);
+          if (idx == 0) first_ms = t;
           if (t < best_ms) {
             best_ms = t;
             best = idx;
@@ -225,6 +228,12 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
     }
     ++idx;
   } while (pd.next_impl());
+  // oneDNN's own choice stays unless another is clearly faster: on a noisy machine a lucky
+  // timing picked x64:gemm for a densenet 1x1 convolution that then ran 1.8x slower in the model.
+  if (best != 0 && best_ms > kTuneMargin * first_ms) {
+    best = 0;
+    best_ms = first_ms;
+  }
   if (best_ms_out) *best_ms_out = best_ms;
   return best;
 }

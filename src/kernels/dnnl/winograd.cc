@@ -19,6 +19,11 @@ constexpr int kRows = 6;   // tiles per microkernel call
 // Budget for one thread's transformed input chunk (16 x tiles x C floats): about half of a
 // 512 KiB L2, leaving room for the GEMM results and the weight panel streaming through.
 constexpr int64_t kChunkBytes = 192 * 1024;
+// Every chunk streams all of U (16 x C x K floats) once. When U is larger than L2 it comes from
+// L3 or memory each time (resnet50's 7x7x512 layer: 16 MiB), so chunks grow to this budget
+// instead: fewer passes over U, the chunk itself read from L3.
+constexpr int64_t kLargeWeightBytes = 1 << 20;
+constexpr int64_t kLargeChunkBytes = 1 << 20;
 
 std::shared_ptr<float> alloc_floats(size_t n) {
   return std::static_pointer_cast<float>(aligned_alloc_shared(std::max<size_t>(n, 16) * sizeof(float)));
@@ -30,7 +35,7 @@ float* thread_buffer(int slot, size_t n) {
     std::shared_ptr<float> p;
     size_t n = 0;
   };
-  thread_local Buf bufs[2];
+  thread_local Buf bufs[3];
   Buf& b = bufs[slot];
   if (b.n < n) {
     b.p = alloc_floats(n);
@@ -92,49 +97,40 @@ struct Geometry {
   int64_t tiles() const { return N * th * tw; }
 };
 
-// V[p][t][C] for tiles [t0, t0 + nt) (rows nt..rows6 zeroed).
-void transform_input(const float* src, const Geometry& g, int64_t t0, int64_t nt, int64_t rows6, float* v) {
+// V[p][t][C] for tiles [t0, t0 + nt) (rows nt..rows6 zeroed). `zeros` holds C zero floats:
+// taps outside the image read it, so every tile runs the same branch-free loop. Per row y of
+// the patch the row transform (B^T d) needs only two input rows, which are loaded again for
+// each y (L1 hits) instead of keeping all 16 taps and 16 partial sums live (32 ymm: spills).
+void transform_input(const float* src, const Geometry& g, int64_t t0, int64_t nt, int64_t rows6, const float* zeros,
+                     float* v) {
   const int64_t C = g.C, tiles_img = g.th * g.tw;
   const int64_t pstride = rows6 * C;  // floats between positions
+  // Input rows combined for row y of B^T d: r_y = a_y * d[i_y] + b_y * d[j_y].
+  static const int ia[4] = {0, 1, 2, 1}, ib[4] = {2, 2, 1, 3};
   for (int64_t i = 0; i < nt; ++i) {
     const int64_t t = t0 + i;
     const int64_t n = t / tiles_img, r = t % tiles_img;
     const int64_t iy0 = (r / g.tw) * 2 - g.pt, ix0 = (r % g.tw) * 2 - g.pl;
     const float* img = src + n * g.H * g.W * C;
-    const float* rowp[4];
-    bool rowok[4], colok[4];
-    for (int k = 0; k < 4; ++k) {
-      rowok[k] = iy0 + k >= 0 && iy0 + k < g.H;
-      colok[k] = ix0 + k >= 0 && ix0 + k < g.W;
-      rowp[k] = img + (iy0 + k) * g.W * C;
-    }
-    const bool interior = rowok[0] && rowok[3] && colok[0] && colok[3];
+    const float* tap[4][4];
+    for (int y = 0; y < 4; ++y)
+      for (int x = 0; x < 4; ++x) {
+        const int64_t iy = iy0 + y, ix = ix0 + x;
+        tap[y][x] = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? img + (iy * g.W + ix) * C : zeros;
+      }
     float* vt = v + i * C;
     for (int64_t c = 0; c < C; c += 8) {
-      __m256 d[4][4];
-      if (interior) {
-        for (int y = 0; y < 4; ++y)
-          for (int x = 0; x < 4; ++x) d[y][x] = _mm256_loadu_ps(rowp[y] + (ix0 + x) * C + c);
-      } else {
-        for (int y = 0; y < 4; ++y)
-          for (int x = 0; x < 4; ++x)
-            d[y][x] = rowok[y] && colok[x] ? _mm256_loadu_ps(rowp[y] + (ix0 + x) * C + c) : _mm256_setzero_ps();
-      }
-      // B^T d: rows
-      __m256 r[4][4];
-      for (int x = 0; x < 4; ++x) {
-        r[0][x] = _mm256_sub_ps(d[0][x], d[2][x]);
-        r[1][x] = _mm256_add_ps(d[1][x], d[2][x]);
-        r[2][x] = _mm256_sub_ps(d[2][x], d[1][x]);
-        r[3][x] = _mm256_sub_ps(d[1][x], d[3][x]);
-      }
-      // (B^T d) B: columns
       for (int y = 0; y < 4; ++y) {
+        __m256 rr[4];
+        for (int x = 0; x < 4; ++x) {
+          const __m256 a = _mm256_loadu_ps(tap[ia[y]][x] + c), b = _mm256_loadu_ps(tap[ib[y]][x] + c);
+          rr[x] = y == 1 ? _mm256_add_ps(a, b) : _mm256_sub_ps(a, b);  // d0-d2, d1+d2, d2-d1, d1-d3
+        }
         float* o = vt + (y * 4) * pstride + c;
-        _mm256_store_ps(o, _mm256_sub_ps(r[y][0], r[y][2]));
-        _mm256_store_ps(o + pstride, _mm256_add_ps(r[y][1], r[y][2]));
-        _mm256_store_ps(o + 2 * pstride, _mm256_sub_ps(r[y][2], r[y][1]));
-        _mm256_store_ps(o + 3 * pstride, _mm256_sub_ps(r[y][1], r[y][3]));
+        _mm256_store_ps(o, _mm256_sub_ps(rr[0], rr[2]));
+        _mm256_store_ps(o + pstride, _mm256_add_ps(rr[1], rr[2]));
+        _mm256_store_ps(o + 2 * pstride, _mm256_sub_ps(rr[2], rr[1]));
+        _mm256_store_ps(o + 3 * pstride, _mm256_sub_ps(rr[1], rr[3]));
       }
     }
   }
@@ -184,7 +180,12 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
   Geometry g{N, H, W, C_, K_, OH, OW, pad_t, pad_l, (OH + 1) / 2, (OW + 1) / 2};
   const int64_t T = g.tiles();
   if (T <= 0) return;
-  int64_t rows = std::max<int64_t>(kRows, kChunkBytes / (kPos * C_ * 4) / kRows * kRows);
+  const int64_t u_bytes = kPos * C_ * K_ * 4;
+  const int64_t budget = u_bytes > kLargeWeightBytes ? kLargeChunkBytes : kChunkBytes;
+  const int64_t max_rows = std::max<int64_t>(kRows, budget / (kPos * C_ * 4) / kRows * kRows);
+  // Chunks of (nearly) equal size, a multiple of the microkernel's rows.
+  const int64_t nchunks = (T + max_rows - 1) / max_rows;
+  const int64_t rows = ((T + nchunks - 1) / nchunks + kRows - 1) / kRows * kRows;
   // Enough chunks for the threads (a chunk is transformed once per thread that touches it).
   const int nt_req = std::max(1, num_threads);
   const int64_t kblocks = K_ / kKb;
@@ -201,6 +202,8 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
     if (i0 >= i1) return;
     float* v = thread_buffer(0, static_cast<size_t>(kPos) * rows * C_);
     float* m = thread_buffer(1, static_cast<size_t>(kPos) * rows * kKb);
+    float* zeros = thread_buffer(2, static_cast<size_t>(C_));
+    std::memset(zeros, 0, C_ * sizeof(float));
     int64_t have_chunk = -1, nt = 0, rows6 = 0;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t chunk = item / kblocks, kb = item % kblocks;
@@ -208,7 +211,7 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
       if (chunk != have_chunk) {
         nt = std::min(rows, T - t0);
         rows6 = (nt + kRows - 1) / kRows * kRows;
-        transform_input(src, g, t0, nt, rows6, v);
+        transform_input(src, g, t0, nt, rows6, zeros, v);
         have_chunk = chunk;
       }
       // 16 GEMMs: M[p][t][16] = V[p][t][:] . U[kb][p][:][16]
@@ -226,12 +229,14 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
         const int64_t oy0 = (r / g.tw) * 2, ox0 = (r % g.tw) * 2;
         for (int h = 0; h < 2; ++h) {
           const int64_t ch = kb * kKb + h * 8;
-          __m256 mm[4][4];
-          for (int p = 0; p < kPos; ++p) mm[p / 4][p % 4] = _mm256_load_ps(m + (p * rows6 + i) * kKb + h * 8);
+          // A^T M column by column (4 loads each), so only the 8 partial sums stay live.
+          const float* mt = m + i * kKb + h * 8;
+          auto mload = [&](int y, int x) { return _mm256_load_ps(mt + (y * 4 + x) * rows6 * kKb); };
           __m256 s[2][4];
           for (int x = 0; x < 4; ++x) {
-            s[0][x] = _mm256_add_ps(_mm256_add_ps(mm[0][x], mm[1][x]), mm[2][x]);
-            s[1][x] = _mm256_sub_ps(_mm256_sub_ps(mm[1][x], mm[2][x]), mm[3][x]);
+            const __m256 m0 = mload(0, x), m1 = mload(1, x), m2 = mload(2, x), m3 = mload(3, x);
+            s[0][x] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+            s[1][x] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
           }
           const __m256 b = bias ? _mm256_loadu_ps(bias + ch) : zero;
           for (int y = 0; y < 2; ++y) {
