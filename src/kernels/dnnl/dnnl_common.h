@@ -182,6 +182,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
   const dnnl::memory::desc src0 = pd.src_desc(), dst0 = pd.dst_desc();
   const std::string first = pd.impl_info_str();
   const bool avx512 = first.find("avx512") != std::string::npos;
+  const bool avx2 = first.find("avx2") != std::string::npos;
   dnnl::stream s(cpu_engine());
   int best = 0, idx = 0;
   double best_ms = std::numeric_limits<double>::infinity(), first_ms = best_ms;
@@ -189,6 +190,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
     const std::string name = pd.impl_info_str();
     const bool skip = name.rfind("ref", 0) == 0 ||
                       (avx512 && (name.find("sse41") != std::string::npos || name.find("avx2") != std::string::npos)) ||
+                      (avx2 && name.find("sse41") != std::string::npos) ||
                       pd.src_desc() != src0 || pd.dst_desc() != dst0;
     if (!skip) {
       // A candidate that cannot be built or run here (e.g. no memory for its buffers) is
@@ -266,6 +268,26 @@ inline void run_reorder(const dnnl::reorder& r, const dnnl::reorder::primitive_d
   dnnl::memory::desc smd = pd.scratchpad_desc();
   dnnl::memory sp(smd, cpu_engine(), Workspace::get(Workspace::kExtra, smd.get_size()));
   r.execute(s, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, sp}});
+}
+
+// Time of one reorder from -> to on zero-filled buffers (tuning; 0 when the two are equal).
+inline double reorder_time_ms(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  if (from == to) return 0;
+  const dnnl::reorder::primitive_desc pd = make_reorder_pd(from, to);
+  const dnnl::reorder r(pd);
+  auto zeros = [](const dnnl::memory::desc& md) {
+    return std::shared_ptr<void>(std::calloc(std::max<size_t>(md.get_size(), 1), 1), std::free);
+  };
+  std::shared_ptr<void> a = zeros(from), b = zeros(to);
+  if (!a || !b) return std::numeric_limits<double>::infinity();
+  dnnl::memory ma(from, cpu_engine(), a.get()), mb(to, cpu_engine(), b.get());
+  dnnl::stream& s = thread_stream();
+  return time_best_of(
+      [&] {
+        run_reorder(r, pd, s, ma, mb);
+        s.wait();
+      },
+      std::numeric_limits<double>::infinity());
 }
 
 // A kernel side whose user descriptor (how the tensor is stored) may differ
