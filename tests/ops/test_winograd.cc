@@ -50,10 +50,7 @@ std::vector<float> direct(const Case& c, const std::vector<float>& x, const std:
               for (int64_t ch = 0; ch < c.C; ++ch)
                 a += static_cast<double>(x[((n * c.H + iy) * c.W + ix) * c.C + ch]) * w[((k * c.C + ch) * 3 + ky) * 3 + kx];
             }
-          if (act == ActKind::kRelu) a = std::max(a, 0.0);
-          if (act == ActKind::kClip) a = std::min(std::max(a, double(params[0])), double(params[1]));
-          if (act == ActKind::kLeakyRelu && a < 0) a *= params[0];
-          y[o] = static_cast<float>(a);
+          y[o] = apply_activation(act, static_cast<float>(a), params.empty() ? nullptr : params.data());
         }
   return y;
 }
@@ -74,7 +71,7 @@ TEST(Winograd, Eligibility) {
   EXPECT_FALSE(Winograd3x3::eligible(64, 64, 3, 3, 1, 1, 1, 1, 4, ActKind::kNone));   // grouped
   EXPECT_FALSE(Winograd3x3::eligible(12, 64, 3, 3, 1, 1, 1, 1, 1, ActKind::kNone));   // C % 8
   EXPECT_FALSE(Winograd3x3::eligible(64, 40, 3, 3, 1, 1, 1, 1, 1, ActKind::kNone));   // K % 16
-  EXPECT_FALSE(Winograd3x3::eligible(64, 64, 3, 3, 1, 1, 1, 1, 1, ActKind::kSiLU));   // activation
+  EXPECT_FALSE(Winograd3x3::eligible(64, 64, 3, 3, 1, 1, 1, 1, 1, ActKind::kTanh));   // activation
 }
 
 TEST(Winograd, MatchesDirectConvolution) {
@@ -98,7 +95,8 @@ TEST(Winograd, MatchesDirectConvolution) {
       std::vector<float> params;
     };
     for (const Act& act : {Act{ActKind::kNone, {}}, Act{ActKind::kRelu, {}}, Act{ActKind::kClip, {-0.5f, 0.75f}},
-                           Act{ActKind::kLeakyRelu, {0.1f}}}) {
+                           Act{ActKind::kLeakyRelu, {0.1f}}, Act{ActKind::kSiLU, {}}, Act{ActKind::kSigmoid, {}},
+                           Act{ActKind::kHardSwish, {}}, Act{ActKind::kHardSigmoid, {0.2f, 0.5f}}}) {
       Winograd3x3 wg(w.data(), c.K, c.C, act.kind, act.params);
       for (int threads : {1, 2, 3}) {
         const std::string what = name + " act " + std::to_string(static_cast<int>(act.kind)) + " threads " +

@@ -1,6 +1,8 @@
 // Winograd F(2x2, 3x3), nhwc fp32: see winograd.h.
 #include "kernels/dnnl/winograd.h"
 
+#include "kernels/dnnl/avx2_act.h"
+
 #include <immintrin.h>
 #include <omp.h>
 
@@ -142,20 +144,13 @@ void transform_input(const float* src, const Geometry& g, int64_t t0, int64_t nt
 
 bool Winograd3x3::eligible(int64_t C, int64_t K, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
                            int64_t dil_h, int64_t dil_w, int64_t group, ActKind act) {
-  const bool act_ok = act == ActKind::kNone || act == ActKind::kRelu || act == ActKind::kLeakyRelu ||
-                      act == ActKind::kClip;
-  return act_ok && group == 1 && kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dil_h == 1 &&
+  return Avx2Act::supported(act) && group == 1 && kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dil_h == 1 &&
          dil_w == 1 && C > 0 && C % 8 == 0 && K > 0 && K % kKb == 0 && __builtin_cpu_supports("avx2") &&
          __builtin_cpu_supports("fma");
 }
 
 Winograd3x3::Winograd3x3(const float* w, int64_t K, int64_t C, ActKind act, const std::vector<float>& act_params)
-    : K_(K), C_(C), act_(act) {
-  if (act == ActKind::kClip && act_params.size() >= 2) {
-    lo_ = act_params[0];
-    hi_ = act_params[1];
-  }
-  if (act == ActKind::kLeakyRelu && !act_params.empty()) alpha_ = act_params[0];
+    : K_(K), C_(C), act_(act), act_params_(act_params) {
   u_ = alloc_floats(static_cast<size_t>(K) * C * kPos);
   float* u = u_.get();
   // U = G g G^T with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], in double.
@@ -193,8 +188,7 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
   const int64_t items = chunks * kblocks;
   const int nthr = static_cast<int>(std::min<int64_t>(nt_req, items));
   const float* u = u_.get();
-  const ActKind act = act_;
-  const float lo = lo_, hi = hi_, alpha = alpha_;
+  const Avx2Act act(act_, act_params_);
   const int64_t tiles_img = g.th * g.tw;
 
   auto body = [&](int ithr) {
@@ -251,14 +245,7 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
               const int64_t off = ((n * OH + oy) * OW + ox) * K_ + ch;
               __m256 o = out[x];
               if (sum) o = _mm256_add_ps(o, _mm256_loadu_ps(sum + off));
-              switch (act) {
-                case ActKind::kRelu: o = _mm256_max_ps(o, zero); break;
-                case ActKind::kClip: o = _mm256_min_ps(_mm256_max_ps(o, _mm256_set1_ps(lo)), _mm256_set1_ps(hi)); break;
-                case ActKind::kLeakyRelu:
-                  o = _mm256_blendv_ps(_mm256_mul_ps(o, _mm256_set1_ps(alpha)), o, _mm256_cmp_ps(o, zero, _CMP_GT_OQ));
-                  break;
-                default: break;
-              }
+              o = act(o);
               _mm256_storeu_ps(dst + off, o);
             }
           }

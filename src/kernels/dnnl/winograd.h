@@ -19,7 +19,7 @@
 // length (tested against the reference kernel at 1e-4 relative).
 //
 // Restrictions (checked by eligible()): 2-D, group 1, 3x3 kernel, stride 1, dilation 1,
-// C % 8 == 0, K % 16 == 0, activation none/Relu/LeakyRelu/Clip. The dnnl Conv kernel runs it
+// C % 8 == 0, K % 16 == 0, any fused activation but Tanh and Gelu. The dnnl Conv kernel runs it
 // for nhwc X and Y (and Sum): by default on CPUs without AVX-512; when the session tunes
 // kernels, only where it times faster than oneDNN's implementations of the same shape;
 // MEDQ_WINOGRAD=on|off forces it on or off.
@@ -40,7 +40,7 @@ class Winograd3x3 {
   static bool eligible(int64_t C, int64_t K, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
                        int64_t dil_h, int64_t dil_w, int64_t group, ActKind act);
 
-  // w: K x C x 3 x 3 (OIHW) float32. act_params: Clip (min, max) or LeakyRelu (alpha).
+  // w: K x C x 3 x 3 (OIHW) float32. act_params: complete_activation_params() of the node.
   Winograd3x3(const float* w, int64_t K, int64_t C, ActKind act, const std::vector<float>& act_params);
 
   // src: nhwc [N, H, W, C]; dst: nhwc [N, OH, OW, K] with OH = H + pt + pb - 2 (pb implied by OH);
@@ -54,7 +54,7 @@ class Winograd3x3 {
  private:
   int64_t K_, C_;
   ActKind act_;
-  float lo_ = 0.f, hi_ = 0.f, alpha_ = 0.f;
+  std::vector<float> act_params_;
   std::shared_ptr<float> u_;  // [K/16][16 positions][C][16 lanes], 64-byte aligned
 };
 
