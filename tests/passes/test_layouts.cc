@@ -334,6 +334,40 @@ TEST(PassLayouts, SessionRejectsBlockedNodeOnRef) {
   EXPECT_EQ(s.status().code(), StatusCode::kInternal) << s.status().message();
 }
 
+// MaxPool between nhwc convolutions runs medq's own nhwc loop (dnnl_pool.cc): every window
+// shape of resnet's stem pool and its edge cases (odd sizes, asymmetric pads, ceil_mode, stride
+// larger than the kernel, 1x1 windows) against the unoptimized reference graph.
+TEST(PassLayouts, NhwcMaxPoolMatchesReference) {
+  struct Case {
+    int64_t k, s, pb, pe;
+    int64_t ceil;
+    int64_t h, w;
+  };
+  for (const Case& c : {Case{3, 2, 1, 1, 0, 13, 11}, Case{3, 2, 1, 1, 1, 12, 12}, Case{2, 2, 0, 0, 1, 7, 9},
+                        Case{2, 3, 0, 1, 0, 10, 8}, Case{1, 1, 0, 0, 0, 5, 6}, Case{3, 1, 0, 2, 0, 6, 5}}) {
+    SCOPED_TRACE("k " + std::to_string(c.k) + " s " + std::to_string(c.s) + " pads " + std::to_string(c.pb) +
+                 std::to_string(c.pe) + " ceil " + std::to_string(c.ceil));
+    OnnxBuilder b(13);
+    b.input("X", {-1, 16, c.h, c.w});
+    add_conv(b, "X", "c0", 16, 24, 1, 111);
+    auto* mp = b.node("MaxPool", {"c0"}, {"p0"});
+    attr_ints(mp, "kernel_shape", {c.k, c.k});
+    attr_ints(mp, "strides", {c.s, c.s});
+    attr_ints(mp, "pads", {c.pb, c.pb, c.pe, c.pe});
+    attr_i(mp, "ceil_mode", c.ceil);
+    add_conv(b, "p0", "c1", 24, 16, 1, 113);
+    b.node("Relu", {"c1"}, {"Y"});
+    b.output("Y");
+    auto mr = b.build();
+    ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+    Graph g = optimize(mr.value());
+    if (preferred_blocked_layout() != Layout::kNhwc) GTEST_SKIP() << "nhwc layouts are off";
+    expect_consistent(g);
+    EXPECT_EQ(layout_of(g, "p0"), Layout::kNhwc);  // the pool reads and writes nhwc
+    expect_same_outputs(mr.value(), g, random_f32({3, 16, c.h, c.w}, 115), 1e-4);
+  }
+}
+
 TEST(PassLayouts, NoOpPadBeforePoolIsRemoved) {
   // DenseNet's transitions: Conv -> Pad(all zero pads) -> AveragePool.
   OnnxBuilder b(13);
