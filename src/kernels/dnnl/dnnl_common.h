@@ -142,6 +142,11 @@ inline dnnl::memory scratchpad_memory(const dnnl::primitive_desc_base& pd) {
   return dnnl::memory(md, cpu_engine(), Workspace::get(Workspace::kScratch, md.get_size()));
 }
 
+// A zero-filled heap buffer of `bytes` (at least 1) for timing runs; null when out of memory.
+inline std::shared_ptr<void> zero_buffer(size_t bytes) {
+  return std::shared_ptr<void>(std::calloc(std::max<size_t>(bytes, 1), 1), std::free);
+}
+
 // The timing rule of kernel tuning for any callable: a warm-up, then the best of 3 runs
 // (only the warm-up when it is already 1.5x slower than `bound_ms`), in milliseconds.
 template <class F>
@@ -200,8 +205,7 @@ int fastest_impl_index(const MakePd& make_pd, const std::unordered_map<int, dnnl
         std::vector<std::shared_ptr<void>> keep;
         bool alloc_ok = true;
         auto zero_mem = [&](const dnnl::memory::desc& md) {
-          const size_t n = std::max<size_t>(md.get_size(), 1);
-          std::shared_ptr<void> buf(std::calloc(n, 1), std::free);
+          std::shared_ptr<void> buf = zero_buffer(md.get_size());
           alloc_ok = alloc_ok && buf != nullptr;
           keep.push_back(buf);
           return dnnl::memory(md, cpu_engine(), buf ? buf.get() : DNNL_MEMORY_NONE);
@@ -275,10 +279,7 @@ inline double reorder_time_ms(const dnnl::memory::desc& from, const dnnl::memory
   if (from == to) return 0;
   const dnnl::reorder::primitive_desc pd = make_reorder_pd(from, to);
   const dnnl::reorder r(pd);
-  auto zeros = [](const dnnl::memory::desc& md) {
-    return std::shared_ptr<void>(std::calloc(std::max<size_t>(md.get_size(), 1), 1), std::free);
-  };
-  std::shared_ptr<void> a = zeros(from), b = zeros(to);
+  std::shared_ptr<void> a = zero_buffer(from.get_size()), b = zero_buffer(to.get_size());
   if (!a || !b) return std::numeric_limits<double>::infinity();
   dnnl::memory ma(from, cpu_engine(), a.get()), mb(to, cpu_engine(), b.get());
   dnnl::stream& s = thread_stream();

@@ -1,8 +1,6 @@
 // Winograd F(2x2, 3x3), nhwc fp32: see winograd.h.
 #include "kernels/dnnl/winograd.h"
 
-#include "kernels/dnnl/avx2_act.h"
-
 #include <immintrin.h>
 #include <omp.h>
 
@@ -10,6 +8,8 @@
 #include <cstring>
 
 #include "core/tensor.h"
+#include "kernels/dnnl/avx2_act.h"
+#include "kernels/dnnl/dnnl_common.h"  // Workspace
 
 namespace medq {
 namespace dnnl_k {
@@ -29,21 +29,6 @@ constexpr int64_t kLargeChunkBytes = 1 << 20;
 
 std::shared_ptr<float> alloc_floats(size_t n) {
   return std::static_pointer_cast<float>(aligned_alloc_shared(std::max<size_t>(n, 16) * sizeof(float)));
-}
-
-// Per-thread growable buffer (the OpenMP workers keep theirs between runs).
-float* thread_buffer(int slot, size_t n) {
-  struct Buf {
-    std::shared_ptr<float> p;
-    size_t n = 0;
-  };
-  thread_local Buf bufs[3];
-  Buf& b = bufs[slot];
-  if (b.n < n) {
-    b.p = alloc_floats(n);
-    b.n = n;
-  }
-  return b.p.get();
 }
 
 // acc[6][16] = sum_c a_i[c] * b[c][0:16]; a rows at a + i*lda, b packed [C][16].
@@ -107,7 +92,7 @@ void transform_input(const float* src, const Geometry& g, int64_t t0, int64_t nt
                      float* v) {
   const int64_t C = g.C, tiles_img = g.th * g.tw;
   const int64_t pstride = rows6 * C;  // floats between positions
-  // Input rows combined for row y of B^T d: r_y = a_y * d[i_y] + b_y * d[j_y].
+  // Input rows combined for row y of B^T d: r_y = d[ia[y]] - d[ib[y]] (+ for y = 1).
   static const int ia[4] = {0, 1, 2, 1}, ib[4] = {2, 2, 1, 3};
   for (int64_t i = 0; i < nt; ++i) {
     const int64_t t = t0 + i;
@@ -181,12 +166,11 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
   // Chunks of (nearly) equal size, a multiple of the microkernel's rows.
   const int64_t nchunks = (T + max_rows - 1) / max_rows;
   const int64_t rows = ((T + nchunks - 1) / nchunks + kRows - 1) / kRows * kRows;
-  // Enough chunks for the threads (a chunk is transformed once per thread that touches it).
-  const int nt_req = std::max(1, num_threads);
+  // Work items (chunk, 16 output channels), split across threads in contiguous blocks.
   const int64_t kblocks = K_ / kKb;
   const int64_t chunks = (T + rows - 1) / rows;
   const int64_t items = chunks * kblocks;
-  const int nthr = static_cast<int>(std::min<int64_t>(nt_req, items));
+  const int nthr = static_cast<int>(std::min<int64_t>(std::max(1, num_threads), items));
   const float* u = u_.get();
   const Avx2Act act(act_, act_params_);
   const int64_t tiles_img = g.th * g.tw;
@@ -194,9 +178,10 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
   auto body = [&](int ithr) {
     const int64_t i0 = items * ithr / nthr, i1 = items * (ithr + 1) / nthr;
     if (i0 >= i1) return;
-    float* v = thread_buffer(0, static_cast<size_t>(kPos) * rows * C_);
-    float* m = thread_buffer(1, static_cast<size_t>(kPos) * rows * kKb);
-    float* zeros = thread_buffer(2, static_cast<size_t>(C_));
+    // Per-thread buffers (each OpenMP worker has its own workspace and keeps it between runs).
+    float* v = static_cast<float*>(Workspace::get(Workspace::kSrc, sizeof(float) * kPos * rows * C_));
+    float* m = static_cast<float*>(Workspace::get(Workspace::kDst, sizeof(float) * kPos * rows * kKb));
+    float* zeros = static_cast<float*>(Workspace::get(Workspace::kExtra, sizeof(float) * C_));
     std::memset(zeros, 0, C_ * sizeof(float));
     int64_t have_chunk = -1, nt = 0, rows6 = 0;
     for (int64_t item = i0; item < i1; ++item) {
