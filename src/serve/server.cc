@@ -99,6 +99,11 @@ Status Server::start() {
   } else {
     http_ = std::make_unique<httplib::Server>();
   }
+  DecodePool::Priority prio = DecodePool::Priority::kIdle;
+  parse_decode_priority(cfg_.decode_priority, &prio);  // validated above
+  decode_ = std::make_unique<DecodePool>(cfg_.decode_threads, prio);
+  if (prio == DecodePool::Priority::kIdle && !decode_->idle_priority())
+    log_event("warn", "decode_priority", {{"message", "SCHED_IDLE refused; decoders run at normal priority"}});
   const int pool = cfg_.http_threads;
   http_->new_task_queue = [pool] { return new httplib::ThreadPool(static_cast<size_t>(pool)); };
   http_->set_payload_max_length(static_cast<size_t>(cfg_.max_body_bytes));
@@ -388,23 +393,43 @@ void Server::install_routes() {
     return v;
   };
 
-  // Decodes + preprocesses every upload into one rows buffer; false after answering an error.
+  // Decodes + preprocesses every upload into one rows buffer, on the decode pool (see
+  // decode_pool.h; it sees no thread_local request context, so errors come back as code +
+  // message); false after answering an error, 503 + Retry-After if no decoder got to it before
+  // the request's deadline.
   auto prepare = [this](const ServedModel& m, const std::vector<std::pair<std::string, const std::string*>>& ups,
                         std::vector<float>* data, httplib::Response& res) {
-    for (size_t i = 0; i < ups.size(); ++i) {
-      // Errors name the part index, never the client's file name (it may carry patient data).
-      const std::string what = "image[" + std::to_string(i) + "]";
-      auto img = decode_upload(*ups[i].second, what, cfg_.max_pixels);
-      if (!img.is_ok()) {
-        send_error(res, http_status_for(img.status()), img.status().message());
-        return false;
+    int code = 0;
+    std::string msg;
+    const std::function<void()> job = [&] {
+      for (size_t i = 0; i < ups.size(); ++i) {
+        // Errors name the part index, never the client's file name (it may carry patient data).
+        const std::string what = "image[" + std::to_string(i) + "]";
+        auto img = decode_upload(*ups[i].second, what, cfg_.max_pixels);
+        if (!img.is_ok()) {
+          code = http_status_for(img.status());
+          msg = img.status().message();
+          return;
+        }
+        auto row = m.preprocess(img.value());
+        if (!row.is_ok()) {
+          code = 400;
+          msg = row.status().with_context(what).message();
+          return;
+        }
+        data->insert(data->end(), row.value().begin(), row.value().end());
       }
-      auto row = m.preprocess(img.value());
-      if (!row.is_ok()) {
-        send_error(res, 400, row.status().with_context(what).message());
-        return false;
-      }
-      data->insert(data->end(), row.value().begin(), row.value().end());
+    };
+    const auto deadline = t_ctx.start + std::chrono::microseconds(static_cast<int64_t>(cfg_.deadline_ms * 1000));
+    if (!decode_->run(job, deadline)) {
+      res.set_header("Retry-After", "1");
+      send_error(res, 503, "no decoder became free within the deadline of " +
+                               std::to_string(static_cast<int>(cfg_.deadline_ms)) + " ms");
+      return false;
+    }
+    if (code != 0) {
+      send_error(res, code, msg);
+      return false;
     }
     return true;
   };

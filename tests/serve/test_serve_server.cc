@@ -138,6 +138,43 @@ TEST(ServeServer, EndpointsAnswerWithRealOutputs) {
   fs::remove_all(dir);
 }
 
+// Uploads are decoded on the decode pool: many clients through one decoder thread, at either
+// priority, all get the answer a lone request gets.
+TEST(ServeServer, ConcurrentUploadsThroughOneDecoderAtEitherPriority) {
+  LogCapture logs;
+  std::string dir = temp_dir("decoders");
+  write_bundle(dir, "tiny", "agree");
+  const std::string png = png_bytes();
+  for (const char* prio : {"idle", "normal"}) {
+    ServeConfig cfg = base_config(dir);
+    cfg.decode_threads = 1;
+    cfg.decode_priority = prio;
+    auto r = start(cfg);
+    auto one = r.cli->Post("/v1/models/tiny/predict", png, "image/png");
+    ASSERT_EQ(one->status, 200) << one->body;
+    const json want = body_json(one)["probabilities"];
+    const int n = 12;
+    std::vector<json> got(n);
+    std::vector<int> status(n, 0);
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i)
+      ts.emplace_back([&, i] {
+        httplib::Client c("127.0.0.1", r.server->port());
+        c.set_read_timeout(20, 0);
+        auto res = c.Post("/v1/models/tiny/predict", png, "image/png");
+        status[i] = res ? res->status : -1;
+        if (res && res->status == 200) got[i] = body_json(res)["probabilities"];
+      });
+    for (auto& t : ts) t.join();
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(status[i], 200) << prio << " request " << i;
+      EXPECT_EQ(got[i], want) << prio << " request " << i;
+    }
+    r.server->shutdown();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ServeServer, MalformedAndOversizedUploads) {
   LogCapture logs;
   std::string dir = temp_dir("malformed");
