@@ -32,6 +32,8 @@ const char* kBenchUsage =
     "  --backend B      restrict kernels to one backend (ref|dnnl)\n"
     "  --tune           pick each convolution's oneDNN implementation by timing the candidates on\n"
     "                   the first run (slower first run, reported as first_run_ms)\n"
+    "  --layout L       activation layout between oneDNN kernels: auto (default: per model and\n"
+    "                   CPU), nhwc, nChw8c, nChw16c or plain\n"
     "  --json           machine-readable output\n";
 
 // Peak resident set size of this process in MiB (VmHWM).
@@ -107,7 +109,7 @@ Result<Tensor> random_input(const Value& v, int64_t batch, const std::string& sh
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend"},
+  auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend", "--layout"},
                        {"--profile", "--json", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
@@ -132,6 +134,7 @@ int cmd_bench(int argc, char** argv) {
   SessionOptions so;
   so.num_threads = static_cast<int>(threads.value());
   so.tune_kernels = a.has("--tune");
+  if (a.has("--layout")) so.layout = a.get("--layout");
   if (a.has("--backend")) so.backends = {a.get("--backend"), "ref"};
   auto t0 = std::chrono::steady_clock::now();
   auto sr = Session::create(mr.value(), so);
@@ -202,7 +205,7 @@ int cmd_bench(int argc, char** argv) {
                         {"median_ms", med},          {"p95_ms", p95},
                         {"mean_ms", mean},           {"throughput_ips", ips},
                         {"peak_rss_mib", rss},       {"rss_before_load_mib", rss_before_load},
-                        {"session_create_ms", create_ms}, {"first_run_ms", first_run_ms}, {"tuned", so.tune_kernels}, {"arena_bytes", plan.arena_bytes},
+                        {"session_create_ms", create_ms}, {"first_run_ms", first_run_ms}, {"tuned", so.tune_kernels}, {"layout", sess.activation_layout()}, {"arena_bytes", plan.arena_bytes},
                         {"naive_intermediate_bytes", plan.naive_bytes}};
     if (!by_op.empty()) j["profile_ms_by_op"] = by_op;
     if (!nodes.empty()) {
@@ -217,6 +220,7 @@ int cmd_bench(int argc, char** argv) {
   std::printf("batch       %lld   threads %d   iterations %zu\n", static_cast<long long>(b), sess.num_threads(), ms.size());
   std::printf("latency     median %.3f ms   p95 %.3f ms   mean %.3f ms\n", med, p95, mean);
   std::printf("throughput  %.1f inferences/s\n", ips);
+  std::printf("layout      %s activations between oneDNN kernels\n", sess.activation_layout().c_str());
   std::printf("memory      peak RSS %.1f MiB; activation arena %.1f MiB (%.1f MiB without reuse)\n", rss,
               plan.arena_bytes / 1048576.0, plan.naive_bytes / 1048576.0);
   std::printf("setup       session create %.1f ms, first run %.1f ms%s\n", create_ms, first_run_ms,

@@ -49,7 +49,7 @@ bool may_be_blocked(const Graph& g, uint32_t vid, Layout bl) {
   const int64_t c = v.shape[1], h = v.shape[2], w = v.shape[3];
   if (c <= 0 || h <= 0 || w <= 0) return false;
   if (h == 1 && w == 1) return false;
-  if (bl == Layout::kNChw16c && c % 16 != 0) return false;
+  if (channel_block(bl) && c % channel_block(bl) != 0) return false;
   return true;
 }
 
@@ -63,7 +63,7 @@ class AssignLayoutsPass : public Pass {
         changed = true;
       }
     if (!backend_allowed(ctx, "dnnl")) return Status::ok();
-    const Layout bl = preferred_blocked_layout();
+    const Layout bl = blocked_layout_for(g, ctx.layout);
     if (bl == Layout::kPlain) return Status::ok();
     RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));
     RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));

@@ -2,7 +2,10 @@
 //   Conv -> Add(other)            => FusedConv(sum = other)   (residual branch, same shape)
 //   (Fused)Conv -> activation     => FusedConv(activation)
 //   (Fused)Conv -> Sigmoid, Mul(conv, sigmoid) => FusedConv(activation = SiLU)
+//   (Fused)Conv -> HardSigmoid(1/6, 0.5), Mul(conv, hardsigmoid) => FusedConv(activation = HardSwish)
 // Applies only when the conv output has a single use (two for the SiLU pattern).
+#include <cmath>
+
 #include "ops/fused.h"
 #include "passes/pass.h"
 
@@ -52,7 +55,7 @@ class FuseConvPass : public Pass {
         Node& conv = g.nodes[ci];
         if (conv.dead || !is_conv_like(conv) || conv.outputs.empty()) continue;
         uint32_t y = conv.outputs[0];
-        if (try_sum(g, conv, y, ctx) || try_activation(g, conv, y, ctx) || try_silu(g, conv, y, ctx)) {
+        if (try_sum(g, conv, y, ctx) || try_activation(g, conv, y, ctx) || try_gated(g, conv, y, ctx)) {
           changed = true;
           again = true;
         }
@@ -125,9 +128,11 @@ class FuseConvPass : public Pass {
     return true;
   }
 
-  bool try_silu(Graph& g, Node& conv, uint32_t y, PassContext& ctx) {
+  // y -> gate, Mul(y, gate(y)) with gate Sigmoid (x * sigmoid(x) = SiLU) or HardSigmoid with
+  // alpha 1/6, beta 0.5 (x * hardsigmoid(x) = HardSwish, how torch exports hardswish below opset 14).
+  bool try_gated(Graph& g, Node& conv, uint32_t y, PassContext& ctx) {
     if (has_activation(conv) || g.is_graph_output(y)) return false;
-    Node* sig = nullptr;
+    Node* gate = nullptr;
     Node* mul = nullptr;
     int uses = 0;
     for (auto& n : g.nodes) {
@@ -135,21 +140,26 @@ class FuseConvPass : public Pass {
       for (uint32_t i : n.inputs) {
         if (i != y) continue;
         ++uses;
-        if (n.op_type == "Sigmoid" && n.domain.empty()) sig = &n;
+        if ((n.op_type == "Sigmoid" || n.op_type == "HardSigmoid") && n.domain.empty()) gate = &n;
         else if (n.op_type == "Mul" && n.domain.empty()) mul = &n;
       }
     }
-    if (uses != 2 || !sig || !mul || mul->inputs.size() != 2) return false;
-    uint32_t s = sig->outputs[0];
+    if (uses != 2 || !gate || !mul || mul->inputs.size() != 2) return false;
+    std::string kind = "SiLU";
+    if (gate->op_type == "HardSigmoid") {
+      if (std::fabs(gate->attr_f("alpha", 0.2f) - 1.0f / 6) > 1e-6f || gate->attr_f("beta", 0.5f) != 0.5f) return false;
+      kind = "HardSwish";
+    }
+    uint32_t s = gate->outputs[0];
     if (!((mul->inputs[0] == y && mul->inputs[1] == s) || (mul->inputs[1] == y && mul->inputs[0] == s))) return false;
     if (use_count(g, s) != 1) return false;
     to_fused(conv);
-    conv.set_attr(Attribute::make_string("activation", "SiLU"));
+    conv.set_attr(Attribute::make_string("activation", kind));
     conv.set_attr(Attribute::make_floats("activation_params", {}));
     conv.outputs[0] = mul->outputs[0];
-    sig->dead = true;
+    gate->dead = true;
     mul->dead = true;
-    ctx.log.push_back("fused SiLU (" + sig->label() + ", " + mul->label() + ") into " + conv.label());
+    ctx.log.push_back("fused " + kind + " (" + gate->label() + ", " + mul->label() + ") into " + conv.label());
     return true;
   }
 };

@@ -18,6 +18,7 @@ struct PassContext {
   std::string dump_after;  // pass name whose result is printed to stderr
   std::vector<std::string> log;  // one line per change, for reports
   std::vector<std::string> backends;  // kernel backends the session may use (empty: all); read by "layouts"
+  std::string layout;  // blocked activation layout for "layouts": "" or "auto" (blocked_layout_for), else a layout name
 };
 
 class Pass {

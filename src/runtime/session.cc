@@ -74,8 +74,17 @@ Status Session::compile(const SessionOptions& opts) {
     pctx.opset = opset;
     pctx.verify = opts.verify_passes;
     pctx.backends = opts.backends;
+    Layout requested;
+    if (!opts.layout.empty() && opts.layout != "auto" && !parse_layout_name(opts.layout, &requested))
+      return invalid_argument("unknown activation layout '" + opts.layout +
+                              "' (expected auto, nhwc, nChw8c, nChw16c or plain)");
+    pctx.layout = opts.layout;
     RETURN_IF_ERROR(run_default_pipeline(graph_, pctx));
   }
+  for (const auto& n : graph_.nodes)
+    for (bool input : {true, false})
+      for (size_t i = 0; i < (input ? n.inputs.size() : n.outputs.size()); ++i)
+        if (node_layout(n, input, i) != Layout::kPlain) activation_layout_ = layout_name(node_layout(n, input, i));
   kernels_.clear();
   kernels_.reserve(graph_.nodes.size());
   std::vector<std::string> errors;

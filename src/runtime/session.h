@@ -27,6 +27,9 @@ struct SessionOptions {
   // Choose each convolution's oneDNN implementation by timing the candidates on the first run
   // of a shape (like cudnn.benchmark): slower first run, a few percent faster afterwards.
   bool tune_kernels = false;
+  // Activation layout between oneDNN kernels: "" / "auto" (per graph and CPU, see
+  // kernels/dnnl/dnnl_layout.h blocked_layout_for), nhwc, nChw8c, nChw16c or plain.
+  std::string layout;
 };
 
 struct NodeProfile {
@@ -66,6 +69,8 @@ class Session {
   std::vector<std::string> output_names() const;
   const Value& input_value(size_t i) const { return graph_.value(graph_.inputs[i]); }
   int num_threads() const { return num_threads_; }
+  // The blocked layout the compiled graph stores activations in ("plain" when none is).
+  const std::string& activation_layout() const { return activation_layout_; }
   // The memory plan for the most recently planned input signature (for reports/tests).
   MemoryPlanInfo last_plan_info() const;
   // Bytes held in the pool of arenas kept between runs (bounded; for tests and diagnostics).
@@ -85,6 +90,7 @@ class Session {
   std::vector<std::unique_ptr<Kernel>> kernels_;  // one per node of graph_
   std::vector<int> last_use_;                      // per value: last node index that reads it
   int num_threads_ = 1;
+  std::string activation_layout_ = "plain";
   bool tune_ = false;
 
   mutable std::mutex mu_;

@@ -14,11 +14,13 @@ namespace {
 
 using namespace testing_onnx;
 
-Graph optimize(const Model& m, std::vector<std::string> backends = {}, PassContext* out = nullptr) {
+Graph optimize(const Model& m, std::vector<std::string> backends = {}, PassContext* out = nullptr,
+               const std::string& layout = "") {
   PassContext ctx;
   ctx.opset = m.opset("");
   ctx.verify = true;
   ctx.backends = std::move(backends);
+  ctx.layout = layout;
   Graph g = m.graph;
   Status st = run_default_pipeline(g, ctx);
   EXPECT_TRUE(st.is_ok()) << st.message();
@@ -93,12 +95,17 @@ Model resnet_like() {
   return m.value();
 }
 
-TEST(PassLayouts, ResnetBlockKeepsActivationsBlocked) {
+// The layout tests run once per blocked layout the pass can choose on its own (nhwc: oneDNN's
+// AVX-512 layout and Winograd's; nChw8c: AVX2's native one), whatever this CPU would pick.
+class PassLayoutsAt : public ::testing::TestWithParam<Layout> {};
+INSTANTIATE_TEST_SUITE_P(Layouts, PassLayoutsAt, ::testing::Values(Layout::kNhwc, Layout::kNChw8c),
+                         [](const ::testing::TestParamInfo<Layout>& i) { return std::string(layout_name(i.param)); });
+
+TEST_P(PassLayoutsAt, ResnetBlockKeepsActivationsBlocked) {
   Model m = resnet_like();
   PassContext ctx;
-  Graph g = optimize(m, {}, &ctx);
-  const Layout bl = preferred_blocked_layout();
-  if (bl == Layout::kPlain) GTEST_SKIP() << "MEDQ_DNNL_BLOCKED=off";
+  Graph g = optimize(m, {}, &ctx, layout_name(GetParam()));
+  const Layout bl = GetParam();
   expect_consistent(g);
   EXPECT_EQ(layout_of(g, "X"), Layout::kPlain);   // graph input
   EXPECT_EQ(layout_of(g, "r1"), bl);              // fused conv -> maxpool
@@ -163,7 +170,7 @@ TEST(PassLayouts, PassIsIdempotent) {
   }
 }
 
-TEST(PassLayouts, DenseNetBlockUsesBlockedBatchNormReluConcat) {
+TEST_P(PassLayoutsAt, DenseNetBlockUsesBlockedBatchNormReluConcat) {
   OnnxBuilder b(13);
   b.input("X", {-1, 16, 10, 10});
   add_conv(b, "X", "c0", 16, 32, 3, 11);
@@ -192,9 +199,8 @@ TEST(PassLayouts, DenseNetBlockUsesBlockedBatchNormReluConcat) {
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
   const Model& m = mr.value();
-  Graph g = optimize(m);
-  const Layout bl = preferred_blocked_layout();
-  if (bl == Layout::kPlain) GTEST_SKIP();
+  Graph g = optimize(m, {}, nullptr, layout_name(GetParam()));
+  const Layout bl = GetParam();
   expect_consistent(g);
   EXPECT_EQ(count_op(g, "FusedBatchNorm"), 1);  // BN -> Relu fused for dnnl
   EXPECT_EQ(count_op(g, "Relu"), 0);
@@ -211,7 +217,7 @@ TEST(PassLayouts, DenseNetBlockUsesBlockedBatchNormReluConcat) {
 // DenseNet's dense layer: Concat -> BatchNormalization (-> Relu) becomes one ConcatBatchNorm that never
 // writes the concatenation. Three cases: a graph input (plain) beside an nhwc conv output (mixed
 // layouts), two nhwc conv outputs without Relu, and two graph inputs feeding a graph output (plain).
-TEST(PassLayouts, ConcatBatchNormFusesDenseLayers) {
+TEST_P(PassLayoutsAt, ConcatBatchNormFusesDenseLayers) {
   OnnxBuilder b(13);
   b.input("X", {-1, 16, 6, 6});
   b.input("Z", {-1, 8, 6, 6});
@@ -247,9 +253,8 @@ TEST(PassLayouts, ConcatBatchNormFusesDenseLayers) {
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
   const Model& m = mr.value();
-  Graph g = optimize(m);
-  const Layout bl = preferred_blocked_layout();
-  if (bl == Layout::kPlain) GTEST_SKIP();
+  Graph g = optimize(m, {}, nullptr, layout_name(GetParam()));
+  const Layout bl = GetParam();
   expect_consistent(g);
   EXPECT_EQ(count_op(g, "ConcatBatchNorm"), 3);
   EXPECT_EQ(count_op(g, "Concat"), 0);
@@ -263,7 +268,7 @@ TEST(PassLayouts, ConcatBatchNormFusesDenseLayers) {
   expect_same_outputs(m, g, {random_f32({2, 16, 6, 6}, 65), random_f32({2, 8, 6, 6}, 66)}, 1e-4);
 }
 
-TEST(PassLayouts, SqueezeExcitationMul) {
+TEST_P(PassLayoutsAt, SqueezeExcitationMul) {
   OnnxBuilder b(13);
   b.input("X", {-1, 32, 8, 8});
   add_conv(b, "X", "c0", 32, 32, 3, 61, 32);  // depthwise
@@ -278,9 +283,8 @@ TEST(PassLayouts, SqueezeExcitationMul) {
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
   const Model& m = mr.value();
-  Graph g = optimize(m);
-  const Layout bl = preferred_blocked_layout();
-  if (bl == Layout::kPlain) GTEST_SKIP();
+  Graph g = optimize(m, {}, nullptr, layout_name(GetParam()));
+  const Layout bl = GetParam();
   expect_consistent(g);
   EXPECT_EQ(layout_of(g, "c0"), bl);
   EXPECT_EQ(layout_of(g, "g"), Layout::kPlain);  // H = W = 1
@@ -334,10 +338,11 @@ TEST(PassLayouts, SessionRejectsBlockedNodeOnRef) {
   EXPECT_EQ(s.status().code(), StatusCode::kInternal) << s.status().message();
 }
 
-// MaxPool between nhwc convolutions runs medq's own nhwc loop (dnnl_pool.cc): every window
-// shape of resnet's stem pool and its edge cases (odd sizes, asymmetric pads, ceil_mode, stride
-// larger than the kernel, 1x1 windows) against the unoptimized reference graph.
-TEST(PassLayouts, NhwcMaxPoolMatchesReference) {
+// MaxPool between nhwc convolutions runs medq's own nhwc loop (dnnl_pool.cc; between nChw8c
+// ones, oneDNN's pooling): every window shape of resnet's stem pool and its edge cases (odd
+// sizes, asymmetric pads, ceil_mode, stride larger than the kernel, 1x1 windows) against the
+// unoptimized reference graph.
+TEST_P(PassLayoutsAt, NhwcMaxPoolMatchesReference) {
   struct Case {
     int64_t k, s, pb, pe;
     int64_t ceil;
@@ -360,15 +365,14 @@ TEST(PassLayouts, NhwcMaxPoolMatchesReference) {
     b.output("Y");
     auto mr = b.build();
     ASSERT_TRUE(mr.is_ok()) << mr.status().message();
-    Graph g = optimize(mr.value());
-    if (preferred_blocked_layout() != Layout::kNhwc) GTEST_SKIP() << "nhwc layouts are off";
+    Graph g = optimize(mr.value(), {}, nullptr, layout_name(GetParam()));
     expect_consistent(g);
-    EXPECT_EQ(layout_of(g, "p0"), Layout::kNhwc);  // the pool reads and writes nhwc
+    EXPECT_EQ(layout_of(g, "p0"), GetParam());  // nhwc: medq's own loop; nChw8c: oneDNN's pooling
     expect_same_outputs(mr.value(), g, random_f32({3, 16, c.h, c.w}, 115), 1e-4);
   }
 }
 
-TEST(PassLayouts, NoOpPadBeforePoolIsRemoved) {
+TEST_P(PassLayoutsAt, NoOpPadBeforePoolIsRemoved) {
   // DenseNet's transitions: Conv -> Pad(all zero pads) -> AveragePool.
   OnnxBuilder b(13);
   b.input("X", {-1, 16, 8, 8});
@@ -383,15 +387,14 @@ TEST(PassLayouts, NoOpPadBeforePoolIsRemoved) {
   b.output("Y");
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
-  Graph g = optimize(mr.value());
-  if (preferred_blocked_layout() == Layout::kPlain) GTEST_SKIP();
+  Graph g = optimize(mr.value(), {}, nullptr, layout_name(GetParam()));
   EXPECT_EQ(count_op(g, "Pad"), 1);
   expect_consistent(g);
-  EXPECT_EQ(layout_of(g, "c0"), preferred_blocked_layout());
+  EXPECT_EQ(layout_of(g, "c0"), GetParam());
   expect_same_outputs(mr.value(), g, random_f32({2, 16, 8, 8}, 102), 1e-4);
 }
 
-TEST(PassLayouts, StandaloneBatchNormAndReluWhenNotFusable) {
+TEST_P(PassLayoutsAt, StandaloneBatchNormAndReluWhenNotFusable) {
   // BN output used twice: no fusion; BN and Relu run on dnnl with blocked data.
   OnnxBuilder b(13);
   b.input("X", {-1, 16, 6, 6});
@@ -408,15 +411,76 @@ TEST(PassLayouts, StandaloneBatchNormAndReluWhenNotFusable) {
   b.output("Y");
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
-  Graph g = optimize(mr.value());
-  const Layout bl = preferred_blocked_layout();
-  if (bl == Layout::kPlain) GTEST_SKIP();
+  Graph g = optimize(mr.value(), {}, nullptr, layout_name(GetParam()));
+  const Layout bl = GetParam();
   expect_consistent(g);
   EXPECT_EQ(count_op(g, "FusedBatchNorm"), 0);
   EXPECT_EQ(layout_of(g, "n"), bl);
   EXPECT_EQ(layout_of(g, "r2"), bl);
   EXPECT_EQ(layout_of(g, "a"), bl);
   expect_same_outputs(mr.value(), g, random_f32({2, 16, 6, 6}, 97), 1e-4);
+}
+
+
+// A ref-only op (HardSigmoid, alpha not hardswish's) between two convolutions: the Mul sees plain
+// inputs and a blocked output, a mix for which oneDNN 2.6 has only its reference binary (25x
+// slower); the kernel then computes in one layout and reorders. Same results either way.
+TEST_P(PassLayoutsAt, BinaryWithMixedLayoutsMatchesReference) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 9, 7});
+  add_conv(b, "X", "c0", 16, 32, 3, 121);
+  auto* hs = b.node("HardSigmoid", {"c0"}, {"h"});
+  attr_f(hs, "alpha", 0.3f);
+  b.node("Mul", {"c0", "h"}, {"m"});
+  add_conv(b, "m", "Y", 32, 16, 1, 122);
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value(), {}, nullptr, layout_name(GetParam()));
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "h"), Layout::kPlain);  // HardSigmoid runs on ref
+  EXPECT_EQ(layout_of(g, "m"), GetParam());      // the Mul writes the blocked layout
+  expect_same_outputs(mr.value(), g, random_f32({3, 16, 9, 7}, 123), 1e-4);
+}
+
+// The layout the pass picks by itself: nhwc on AVX-512 CPUs, for 8-bit graphs, and where Winograd
+// (nhwc only) carries a tenth or more of the convolution work; nChw8c for a depthwise/1x1 graph
+// on AVX2. An explicit request wins.
+TEST(PassLayouts, AutomaticChoiceFollowsTheConvolutionMix) {
+  auto build = [](bool with_3x3) {
+    OnnxBuilder b(13);
+    b.input("X", {-1, 32, 16, 16});
+    add_conv(b, "X", "d", 32, 32, 3, 131, 32);  // depthwise 3x3
+    add_conv(b, "d", "p", 32, 64, 1, 132);      // pointwise
+    if (with_3x3) add_conv(b, "p", "q", 64, 64, 3, 133);
+    b.node("GlobalAveragePool", {with_3x3 ? "q" : "p"}, {"Y"});
+    b.output("Y");
+    auto mr = b.build();
+    EXPECT_TRUE(mr.is_ok()) << mr.status().message();
+    return mr.value();
+  };
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (std::getenv("MEDQ_DNNL_BLOCKED")) GTEST_SKIP() << "MEDQ_DNNL_BLOCKED overrides the choice";
+  const Model dw = build(false), mixed = build(true);
+  EXPECT_EQ(blocked_layout_for(dw.graph), avx512 ? Layout::kNhwc : Layout::kNChw8c);
+  EXPECT_EQ(blocked_layout_for(mixed.graph), Layout::kNhwc);
+  EXPECT_EQ(blocked_layout_for(mixed.graph, "nChw8c"), Layout::kNChw8c);
+  EXPECT_EQ(blocked_layout_for(dw.graph, "nhwc"), Layout::kNhwc);
+  Graph g = optimize(dw);
+  EXPECT_EQ(layout_of(g, "d"), avx512 ? Layout::kNhwc : Layout::kNChw8c);
+  expect_same_outputs(dw, g, random_f32({2, 32, 16, 16}, 134), 1e-4);
+
+  SessionOptions o;
+  o.layout = "nChw8c";
+  auto s = Session::create(mixed, o);
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  EXPECT_EQ(s.value()->activation_layout(), "nChw8c");
+  o.layout = "nchw8c";
+  auto bad = Session::create(mixed, o);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("unknown activation layout 'nchw8c'"), std::string::npos)
+      << bad.status().message();
 }
 
 }  // namespace

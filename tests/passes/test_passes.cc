@@ -568,6 +568,32 @@ TEST(PassFuse, LeakyReluAndSiLU) {
   EXPECT_SAME_OUTPUTS(m.value(), g, 1e-5, random_f32({1, 3, 6, 6}, 104));
 }
 
+// torch exports hardswish below opset 14 as x * HardSigmoid(x; 1/6, 0.5): fused into the conv as
+// HardSwish (mobilenet_v3). Another HardSigmoid gate is a different function and stays.
+TEST(PassFuse, HardSigmoidGateBecomesHardSwish) {
+  for (float alpha : {1.0f / 6, 0.2f}) {
+    SCOPED_TRACE("alpha " + std::to_string(alpha));
+    OnnxBuilder b(13);
+    b.input("X", {1, 3, 6, 6});
+    add_conv(b, "X", "c", "conv", true, 105);
+    auto* hs = b.node("HardSigmoid", {"c"}, {"h"});
+    attr_f(hs, "alpha", alpha);
+    b.node("Mul", {"h", "c"}, {"Y"});
+    b.output("Y");
+    auto m = b.build();
+    ASSERT_TRUE(m.is_ok()) << m.status().message();
+    Graph g = apply(m.value(), {"fuse", "dce"});
+    if (alpha == 0.2f) {
+      EXPECT_EQ(count_op(g, "HardSigmoid"), 1) << graph_to_string(g);
+      EXPECT_EQ(count_op(g, "Mul"), 1);
+    } else {
+      ASSERT_EQ(g.nodes.size(), 1u) << graph_to_string(g);
+      EXPECT_EQ(g.nodes[0].attr_s("activation", ""), "HardSwish");
+    }
+    EXPECT_SAME_OUTPUTS(m.value(), g, 1e-5, random_f32({1, 3, 6, 6}, 106, -6, 6));
+  }
+}
+
 TEST(PassPipeline, DefaultPipelineOnConvBnReluResidual) {
   OnnxBuilder b(13);
   b.input("X", {-1, 4, 6, 6});

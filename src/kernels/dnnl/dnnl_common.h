@@ -72,16 +72,17 @@ inline dnnl::memory::desc plain_md(const dnnl::memory::dims& dims,
 inline dnnl::memory::desc layout_md(const dnnl::memory::dims& dims, Layout l,
                                     dnnl::memory::data_type t = dnnl::memory::data_type::f32) {
   if (l == Layout::kPlain || dims.size() != 4) return plain_md(dims, t);
-  return dnnl::memory::desc(dims, t,
-                            l == Layout::kNhwc ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nChw16c);
+  using tag = dnnl::memory::format_tag;
+  return dnnl::memory::desc(dims, t, l == Layout::kNhwc ? tag::nhwc : l == Layout::kNChw8c ? tag::nChw8c : tag::nChw16c);
 }
 
 // Whether a tensor of `dims` has identical bytes in layouts a and b (always
-// when a == b; for H = W = 1 plain == nhwc, and == nChw16c when C % 16 == 0).
+// when a == b; for H = W = 1 plain == nhwc, and == nChw16c / nChw8c when C % 16 / C % 8 == 0).
 inline bool same_bytes(const dnnl::memory::dims& dims, Layout a, Layout b) {
   if (a == b) return true;
   if (dims.size() != 4 || dims[2] != 1 || dims[3] != 1) return false;
-  if (a == Layout::kNChw16c || b == Layout::kNChw16c) return dims[1] % 16 == 0;
+  for (Layout l : {a, b})
+    if (channel_block(l) && dims[1] % channel_block(l) != 0) return false;
   return true;
 }
 
@@ -94,7 +95,7 @@ inline dnnl::memory::desc side_md(const dnnl::memory::dims& dims, Layout user, L
 // The descriptor of a side stored in `user` layout: `want` (the primitive's
 // own descriptor) when that has the same bytes, else layout_md(dims, user).
 inline dnnl::memory::desc user_md_for(const dnnl::memory::dims& dims, Layout user, const dnnl::memory::desc& want) {
-  for (Layout l : {Layout::kPlain, Layout::kNhwc, Layout::kNChw16c})
+  for (Layout l : {Layout::kPlain, Layout::kNhwc, Layout::kNChw16c, Layout::kNChw8c})
     if (same_bytes(dims, user, l) && layout_md(dims, l) == want) return want;
   return layout_md(dims, user);
 }
@@ -102,7 +103,7 @@ inline dnnl::memory::desc user_md_for(const dnnl::memory::dims& dims, Layout use
 // Run-time check that a tensor can be stored in layout l.
 inline Status check_layout(const std::string& label, const char* what, const Tensor& t, Layout l) {
   if (l == Layout::kPlain) return Status::ok();
-  if (t.rank() != 4 || (l == Layout::kNChw16c && t.dim(1) % 16 != 0))
+  if (t.rank() != 4 || (channel_block(l) && t.dim(1) % channel_block(l) != 0))
     return internal_error(label + ": " + what + " " + shape_str(t.shape()) + " cannot be stored as " + layout_name(l));
   return Status::ok();
 }

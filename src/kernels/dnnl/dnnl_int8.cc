@@ -65,9 +65,9 @@ memory pack_s8(const memory::desc& md, const memory::dims& dims, const Tensor& w
 
 bool plain_or_nhwc(const Node& n) {
   for (size_t i = 0; i < n.inputs.size(); ++i)
-    if (node_layout(n, true, i) == Layout::kNChw16c) return false;
+    if (channel_block(node_layout(n, true, i))) return false;
   for (size_t i = 0; i < n.outputs.size(); ++i)
-    if (node_layout(n, false, i) == Layout::kNChw16c) return false;
+    if (channel_block(node_layout(n, false, i))) return false;
   return true;
 }
 
@@ -551,7 +551,7 @@ class DnnlQAddKernel : public DnnlKernel {
     const Node& n = info.node;
     if (n.inputs.size() != 2 || n.outputs.size() != 1) return error("expects 2 inputs and 1 output");
     const Layout l = node_layout(n, false, 0);
-    if (l == Layout::kNChw16c) return unsupported_error("only plain and nhwc layouts are supported");
+    if (channel_block(l)) return unsupported_error("only plain and nhwc layouts are supported");
     if (node_layout(n, true, 0) != l || node_layout(n, true, 1) != l)
       return unsupported_error("A, B and Y must share one layout");
     ASSIGN_OR_RETURN(impl_, ref_kernel_of(info));

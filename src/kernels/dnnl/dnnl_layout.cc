@@ -1,5 +1,6 @@
 #include "kernels/dnnl/dnnl_layout.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "ops/fused.h"
@@ -11,20 +12,57 @@ const char* layout_name(Layout l) {
     case Layout::kPlain: return "plain";
     case Layout::kNChw16c: return "nChw16c";
     case Layout::kNhwc: return "nhwc";
+    case Layout::kNChw8c: return "nChw8c";
   }
   return "?";
+}
+
+bool parse_layout_name(const std::string& s, Layout* out) {
+  if (s == "nhwc") *out = Layout::kNhwc;
+  else if (s == "nChw16c") *out = Layout::kNChw16c;
+  else if (s == "nChw8c") *out = Layout::kNChw8c;
+  else if (s == "off" || s == "plain") *out = Layout::kPlain;
+  else return false;
+  return true;
 }
 
 Layout preferred_blocked_layout() {
   static const Layout l = [] {
     const char* e = std::getenv("MEDQ_DNNL_BLOCKED");
-    if (!e) return Layout::kNhwc;
-    const std::string s(e);
-    if (s == "nChw16c") return Layout::kNChw16c;
-    if (s == "off" || s == "plain") return Layout::kPlain;
-    return Layout::kNhwc;
+    Layout r = Layout::kNhwc;
+    if (e) parse_layout_name(e, &r);
+    return r;
   }();
   return l;
+}
+
+Layout blocked_layout_for(const Graph& g, const std::string& request) {
+  Layout forced;
+  if (!request.empty() && request != "auto" && parse_layout_name(request, &forced)) return forced;
+  if (std::getenv("MEDQ_DNNL_BLOCKED")) return preferred_blocked_layout();
+  if (__builtin_cpu_supports("avx512f")) return Layout::kNhwc;
+  double all = 0, wino = 0;
+  for (const Node& n : g.nodes) {
+    if (n.dead) continue;
+    for (uint32_t v : n.inputs)
+      if (v != kNoValue && (g.value(v).dtype == DataType::kUInt8 || g.value(v).dtype == DataType::kInt8))
+        return Layout::kNhwc;
+    const bool conv = (n.domain.empty() && n.op_type == "Conv") || (n.domain == kMedqDomain && n.op_type == "FusedConv");
+    if (!conv || n.inputs.size() < 2 || n.outputs.empty() || n.inputs[1] == kNoValue) continue;
+    const Value& w = g.value(n.inputs[1]);
+    const Value& y = g.value(n.outputs[0]);
+    if (!w.has_shape || w.shape.size() != 4 || !y.has_shape || y.shape.size() != 4) continue;
+    double macs = 1;
+    for (size_t d = 0; d < 4; ++d) macs *= static_cast<double>(std::max<int64_t>(w.shape[d], 1));
+    macs *= static_cast<double>(std::max<int64_t>(y.shape[2], 1)) * static_cast<double>(std::max<int64_t>(y.shape[3], 1));
+    all += macs;
+    const std::vector<int64_t> one{1, 1};
+    const int64_t group = n.attr_i("group", 1);
+    if (group == 1 && w.shape[2] == 3 && w.shape[3] == 3 && n.attr_ints("strides", one) == one &&
+        n.attr_ints("dilations", one) == one && (w.shape[1] * group) % 8 == 0 && w.shape[0] % 16 == 0)
+      wino += macs;
+  }
+  return all > 0 && wino < 0.1 * all ? Layout::kNChw8c : Layout::kNhwc;
 }
 
 namespace dnnl_k {

@@ -5,7 +5,7 @@
 //   "_in_layouts"  ints, one per input  (missing/short: plain)
 //   "_out_layouts" ints, one per output (missing/short: plain)
 // with values Layout below. Only layouts whose byte size equals NCHW's are
-// used (nhwc always; nChw16c when C % 16 == 0), so the executor and the arena
+// used (nhwc always; nChw16c / nChw8c when C % 16 / C % 8 == 0), so the executor and the arena
 // stay layout-agnostic. The presence of either attribute also opts a node in
 // to the dnnl "layout-aware" kernels (BatchNormalization, eltwise, binary,
 // Concat), which decline unmarked nodes so that ref keeps running those.
@@ -21,7 +21,14 @@
 
 namespace medq {
 
-enum class Layout : int64_t { kPlain = 0, kNChw16c = 1, kNhwc = 2 };
+enum class Layout : int64_t { kPlain = 0, kNChw16c = 1, kNhwc = 2, kNChw8c = 3 };
+
+// The channel block of a blocked-channel layout (16 for nChw16c, 8 for
+// nChw8c), 0 for plain and nhwc. Such a layout has NCHW's byte size only when
+// C is a multiple of the block.
+inline int64_t channel_block(Layout l) {
+  return l == Layout::kNChw16c ? 16 : l == Layout::kNChw8c ? 8 : 0;
+}
 
 constexpr const char* kInLayoutsAttr = "_in_layouts";
 constexpr const char* kOutLayoutsAttr = "_out_layouts";
@@ -47,8 +54,23 @@ const char* layout_name(Layout l);
 
 // The layout the assign_layouts pass uses for blocked values: nhwc by default
 // (oneDNN 2.6's preferred activation layout for brgemm convolutions on
-// AVX-512), MEDQ_DNNL_BLOCKED=nChw16c|nhwc|off overrides (off: kPlain).
+// AVX-512), MEDQ_DNNL_BLOCKED=nChw16c|nChw8c|nhwc|off overrides (off: kPlain).
 Layout preferred_blocked_layout();
+
+// The blocked layout the assign_layouts pass uses for graph g. MEDQ_DNNL_BLOCKED
+// decides when set. Otherwise nhwc, except on CPUs without AVX-512 for a
+// float graph (no 8-bit values) whose Winograd-eligible 3x3 convolutions
+// (see winograd.h; nhwc only) carry under 10% of its convolution
+// multiply-adds: there oneDNN 2.6's AVX2 kernels are native to nChw8c (its
+// depthwise and 1x1 convolutions run 10-20% faster than on nhwc, and the stem
+// convolution writes it without a reorder), so mobilenet/efficientnet-style
+// graphs run in nChw8c while resnet/densenet-style ones keep nhwc for Winograd.
+// `request` (SessionOptions::layout): "" or "auto" as above, or a layout name
+// (nhwc, nChw8c, nChw16c, plain/off), which wins over MEDQ_DNNL_BLOCKED.
+Layout blocked_layout_for(const Graph& g, const std::string& request = "");
+
+// Parses a layout name as above ("off" = plain); false for anything else.
+bool parse_layout_name(const std::string& s, Layout* out);
 
 namespace dnnl_k {
 // Whether the dnnl kernel for op (domain, op_type) can read input i /
