@@ -147,16 +147,9 @@ std::vector<Tensor> run_with(const Model& m, const Tensor& x, const char* winogr
   o.num_threads = 2;
   o.tune_kernels = tune;
   o.backends = std::move(backends);
-  auto s = Session::create(m, o);
-  EXPECT_TRUE(s.is_ok()) << s.status().message();
   std::vector<Tensor> y;
-  if (s.is_ok()) {
-    for (int i = 0; i < 2; ++i) {  // recording run, then the planned run (shared / in-place buffers)
-      auto r = s.value()->run({x});
-      EXPECT_TRUE(r.is_ok()) << r.status().message();
-      if (r.is_ok()) y = std::move(r).value();
-    }
-  }
+  const Status st = run_session_twice(m, {x}, o, &y);
+  EXPECT_TRUE(st.is_ok()) << st.message();
   unsetenv("MEDQ_WINOGRAD");
   return y;
 }

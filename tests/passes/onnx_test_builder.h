@@ -134,15 +134,11 @@ inline Model with_graph(const Model& m, const Graph& g) {
   return r;
 }
 
-// Runs the model twice and returns the second run's outputs: the first run of a shape records the
-// memory plan, the second runs in the planned arena (shared and in-place buffers). Returns the
-// status of create/run. optimize=false: the graph as given.
-inline Status run_model(const Model& m, const std::vector<Tensor>& inputs, bool optimize, std::vector<Tensor>* out,
-                        int threads = 2) {
-  SessionOptions o;
-  o.optimize = optimize;
-  o.num_threads = threads;
-  o.verify_passes = true;
+// Runs the model twice with session options `o` and returns the second run's outputs: the first
+// run of a shape records the memory plan, the second runs in the planned arena (shared and
+// in-place buffers). Returns the status of create/run.
+inline Status run_session_twice(const Model& m, const std::vector<Tensor>& inputs, const SessionOptions& o,
+                                std::vector<Tensor>* out) {
   auto s = Session::create(m, o);
   if (!s.is_ok()) return s.status();
   auto recorded = s.value()->run(inputs);
@@ -151,6 +147,16 @@ inline Status run_model(const Model& m, const std::vector<Tensor>& inputs, bool 
   if (!r.is_ok()) return r.status();
   *out = std::move(r).value();
   return Status::ok();
+}
+
+// run_session_twice with the pass verifier on; optimize=false: the graph as given.
+inline Status run_model(const Model& m, const std::vector<Tensor>& inputs, bool optimize, std::vector<Tensor>* out,
+                        int threads = 2) {
+  SessionOptions o;
+  o.optimize = optimize;
+  o.num_threads = threads;
+  o.verify_passes = true;
+  return run_session_twice(m, inputs, o, out);
 }
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "kernels/dnnl/dnnl_common.h"
+#include "kernels/dnnl/igemm_conv.h"
 #include "kernels/dnnl/winograd.h"
 #include "kernels/ref/conv_common.h"
 #include "ops/fused.h"
@@ -52,18 +53,25 @@ bool conv_layout_plain() {
 // off | on | auto (default: with kernel tuning Winograd is timed against oneDNN; without it,
 // Winograd runs where oneDNN has no AVX-512 kernels, since its AVX2 direct convolution is
 // 1.5-2.6x slower than Winograd on resnet's 3x3 shapes and 2.6 has no Winograd for AVX2).
-enum class WinogradMode { kOff, kAuto, kOn };
-WinogradMode winograd_mode() {
-  const char* e = std::getenv("MEDQ_WINOGRAD");
-  if (!e) return WinogradMode::kAuto;
+enum class OwnKernelMode { kOff, kAuto, kOn };
+OwnKernelMode env_mode(const char* name) {
+  const char* e = std::getenv(name);
+  if (!e) return OwnKernelMode::kAuto;
   const std::string v(e);
-  if (v == "off" || v == "0") return WinogradMode::kOff;
-  if (v == "on" || v == "1") return WinogradMode::kOn;
-  return WinogradMode::kAuto;
+  if (v == "off" || v == "0") return OwnKernelMode::kOff;
+  if (v == "on" || v == "1") return OwnKernelMode::kOn;
+  return OwnKernelMode::kAuto;
 }
+OwnKernelMode winograd_mode() { return env_mode("MEDQ_WINOGRAD"); }
+
+// MEDQ_IGEMM (read like MEDQ_WINOGRAD): off | on | auto (default: with kernel tuning medq's
+// implicit-GEMM kernel (igemm_conv.h) is timed against oneDNN; without it, it runs the strided
+// convolutions on CPUs without AVX-512, where oneDNN's AVX2 direct kernel is slowest).
+OwnKernelMode igemm_mode() { return env_mode("MEDQ_IGEMM"); }
 
 struct ConvEntry {
   std::shared_ptr<const Winograd3x3> wino;  // set: this shape runs Winograd (no oneDNN primitive)
+  std::shared_ptr<const IgemmConv> igemm;   // set: this shape runs medq's implicit GEMM (ditto)
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::memory weights;  // packed, owned
@@ -165,23 +173,43 @@ class DnnlConvKernel : public DnnlKernel {
     return wino_;
   }
 
+  bool igemm_eligible(const Window3& w) const {
+    const int off = ref::kMaxSpatial - 2;
+    return wino_layouts_ && w.spatial == 2 &&
+           IgemmConv::eligible(w_.dim(1) * group_, w_.dim(0), w.k[off], w.k[off + 1], group_, act_);
+  }
+
+  // The node's packed implicit-GEMM weights, built on first use.
+  std::shared_ptr<const IgemmConv> igemm() const {
+    std::lock_guard<std::mutex> lock(wino_mu_);
+    if (!igemm_)
+      igemm_ = std::make_shared<IgemmConv>(w_.data<float>(), w_.dim(0), w_.dim(1), w_.dim(2), w_.dim(3), act_,
+                                           act_params_);
+    return igemm_;
+  }
+
+  static void run_igemm(const IgemmConv& ig, const float* x, float* y, const float* bias, const float* sum,
+                        const Shape& xs, const Shape& ys, const Window3& w, int num_threads) {
+    const int off = ref::kMaxSpatial - 2;
+    const IgemmConv::Geometry g{xs[0],       xs[2],           xs[3],       ys[2],       ys[3],          w.s[off],
+                                w.s[off + 1], w.d[off], w.d[off + 1], w.pb[off], w.pb[off + 1]};
+    ig.run(x, y, bias, sum, g, num_threads);
+  }
+
   static void run_winograd(const Winograd3x3& wg, const float* x, float* y, const float* bias, const float* sum,
                            const Shape& xs, const Shape& ys, const Window3& w, int num_threads) {
     const int off = ref::kMaxSpatial - 2;
     wg.run(x, y, bias, sum, xs[0], xs[2], xs[3], ys[2], ys[3], w.pb[off], w.pb[off + 1], num_threads);
   }
 
-  // Winograd's time on zero-filled buffers of this shape (tuning), like the oneDNN candidates'.
-  double winograd_ms(const Winograd3x3& wg, const Shape& xs, const Shape& ys, const Window3& w, bool has_bias,
-                     int num_threads, double bound_ms) const {
+  // An own kernel's time on zero-filled buffers of this shape (tuning), like the oneDNN
+  // candidates'. run(x, y, bias, sum) runs it once.
+  template <typename Run>
+  double own_kernel_ms(const Run& run, const Shape& xs, const Shape& ys, bool has_bias, double bound_ms) const {
     auto zeros = [](const Shape& s) { return std::vector<float>(static_cast<size_t>(shape_numel(s)), 0.f); };
     std::vector<float> x = zeros(xs), y = zeros(ys), b(static_cast<size_t>(w_.dim(0)), 0.f);
-    return time_best_of(
-        [&] {
-          run_winograd(wg, x.data(), y.data(), has_bias ? b.data() : nullptr, has_sum_ ? y.data() : nullptr, xs, ys,
-                       w, num_threads);
-        },
-        bound_ms);
+    return time_best_of([&] { run(x.data(), y.data(), has_bias ? b.data() : nullptr, has_sum_ ? y.data() : nullptr); },
+                        bound_ms);
   }
 
   Result<std::shared_ptr<ConvEntry>> build(const Shape& xs, const Shape& ys, const Window3& w, bool has_bias,
@@ -225,13 +253,17 @@ class DnnlConvKernel : public DnnlKernel {
       if (std::string(PD(free_d, attr, cpu_engine()).impl_info_str()).rfind("ref", 0) != 0) d = free_d;
     }
     auto make_pd = [&] { return PD(d, attr, cpu_engine()); };
-    const WinogradMode wmode = winograd_eligible(w) ? winograd_mode() : WinogradMode::kOff;
+    const OwnKernelMode wmode = winograd_eligible(w) ? winograd_mode() : OwnKernelMode::kOff;
     double dnnl_ms = 0;
     e->pd = tune ? pd_at<PD>(make_pd, fastest_impl_index<PD, dnnl::convolution_forward>(make_pd, {}, &dnnl_ms))
                  : make_pd();
-    if (wmode != WinogradMode::kOff) {
-      const bool use = wmode == WinogradMode::kOn ||
-                       (tune ? winograd_ms(*winograd(), xs, ys, w, has_bias, num_threads, dnnl_ms) < dnnl_ms
+    if (wmode != OwnKernelMode::kOff) {
+      const bool use = wmode == OwnKernelMode::kOn ||
+                       (tune ? own_kernel_ms(
+                                   [&](const float* x, float* y, const float* b, const float* sm) {
+                                     run_winograd(*winograd(), x, y, b, sm, xs, ys, w, num_threads);
+                                   },
+                                   xs, ys, has_bias, dnnl_ms) < dnnl_ms
                              : !__builtin_cpu_supports("avx512f"));
       if (use) {
         e->wino = winograd();
@@ -251,7 +283,26 @@ class DnnlConvKernel : public DnnlKernel {
         free_ms += reorder_time_ms(user_md_for(xd, src_l_, fpd.src_desc()), fpd.src_desc()) +
                    reorder_time_ms(fpd.dst_desc(), user_md_for(yd, dst_l_, fpd.dst_desc())) +
                    (has_sum_ ? reorder_time_ms(user_md_for(yd, sum_l_, fpd.dst_desc()), fpd.dst_desc()) : 0.0);
-        if (free_ms < kTuneMargin * dnnl_ms) e->pd = fpd;
+        if (free_ms < kTuneMargin * dnnl_ms) {
+          e->pd = fpd;
+          dnnl_ms = free_ms;
+        }
+      }
+    }
+    const OwnKernelMode imode = igemm_eligible(w) ? igemm_mode() : OwnKernelMode::kOff;
+    if (imode != OwnKernelMode::kOff) {
+      const int off = ref::kMaxSpatial - 2;
+      const bool strided = w.s[off] > 1 || w.s[off + 1] > 1;
+      const bool use = imode == OwnKernelMode::kOn ||
+                       (tune ? own_kernel_ms(
+                                   [&](const float* x, float* y, const float* b, const float* sm) {
+                                     run_igemm(*igemm(), x, y, b, sm, xs, ys, w, num_threads);
+                                   },
+                                   xs, ys, has_bias, dnnl_ms) < kTuneMargin * dnnl_ms
+                             : strided && !__builtin_cpu_supports("avx512f"));
+      if (use) {
+        e->igemm = igemm();
+        return e;
       }
     }
     e->prim = dnnl::convolution_forward(e->pd);
@@ -306,6 +357,11 @@ class DnnlConvKernel : public DnnlKernel {
                      sum ? sum->data<float>() : nullptr, x.shape(), ys, w, ctx.num_threads);
         return Status::ok();
       }
+      if (e->igemm) {
+        run_igemm(*e->igemm, x.data<float>(), y.data<float>(), bias ? bias->data<float>() : nullptr,
+                  sum ? sum->data<float>() : nullptr, x.shape(), ys, w, ctx.num_threads);
+        return Status::ok();
+      }
       dnnl::engine& eng = cpu_engine();
       dnnl::stream& s = thread_stream();
       dnnl::memory src_user(e->src_plain, eng, const_cast<void*>(x.raw()));
@@ -357,6 +413,7 @@ class DnnlConvKernel : public DnnlKernel {
   bool wino_layouts_ = false;  // X, Y (and Sum) nhwc: Winograd may run this node
   mutable std::mutex wino_mu_;
   mutable std::shared_ptr<const Winograd3x3> wino_;
+  mutable std::shared_ptr<const IgemmConv> igemm_;
   PrimitiveCache<ConvEntry> cache_;
   PackedWeightStore packed_;
 };

@@ -2,13 +2,13 @@
 #include "kernels/dnnl/winograd.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "core/tensor.h"
 #include "kernels/dnnl/avx2_act.h"
+#include "kernels/dnnl/avx2_gemm.h"
 #include "kernels/dnnl/dnnl_common.h"  // Workspace
 
 namespace medq {
@@ -16,8 +16,8 @@ namespace dnnl_k {
 namespace {
 
 constexpr int kPos = 16;   // 4x4 transformed positions
-constexpr int kKb = 16;    // output channels per GEMM panel (two ymm)
-constexpr int kRows = 6;   // tiles per microkernel call
+constexpr int kKb = kGemmCols;   // output channels per GEMM panel (two ymm)
+constexpr int kRows = kGemmRows;  // tiles per microkernel call
 // Budget for one thread's transformed input chunk (16 x tiles x C floats): about half of a
 // 512 KiB L2, leaving room for the GEMM results and the weight panel streaming through.
 constexpr int64_t kChunkBytes = 192 * 1024;
@@ -33,49 +33,13 @@ std::shared_ptr<float> alloc_floats(size_t n) {
 
 // acc[6][16] = sum_c a_i[c] * b[c][0:16]; a rows at a + i*lda, b packed [C][16].
 inline void gemm_6x16(const float* a, int64_t lda, const float* b, int64_t C, float* m) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(),
-         c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(),
-         c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps(),
-         c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-  const float* a0 = a;
-  const float* a1 = a + lda;
-  const float* a2 = a + 2 * lda;
-  const float* a3 = a + 3 * lda;
-  const float* a4 = a + 4 * lda;
-  const float* a5 = a + 5 * lda;
-  for (int64_t c = 0; c < C; ++c) {
-    const __m256 b0 = _mm256_load_ps(b + c * kKb), b1 = _mm256_load_ps(b + c * kKb + 8);
-    __m256 x = _mm256_broadcast_ss(a0 + c);
-    c00 = _mm256_fmadd_ps(x, b0, c00);
-    c01 = _mm256_fmadd_ps(x, b1, c01);
-    x = _mm256_broadcast_ss(a1 + c);
-    c10 = _mm256_fmadd_ps(x, b0, c10);
-    c11 = _mm256_fmadd_ps(x, b1, c11);
-    x = _mm256_broadcast_ss(a2 + c);
-    c20 = _mm256_fmadd_ps(x, b0, c20);
-    c21 = _mm256_fmadd_ps(x, b1, c21);
-    x = _mm256_broadcast_ss(a3 + c);
-    c30 = _mm256_fmadd_ps(x, b0, c30);
-    c31 = _mm256_fmadd_ps(x, b1, c31);
-    x = _mm256_broadcast_ss(a4 + c);
-    c40 = _mm256_fmadd_ps(x, b0, c40);
-    c41 = _mm256_fmadd_ps(x, b1, c41);
-    x = _mm256_broadcast_ss(a5 + c);
-    c50 = _mm256_fmadd_ps(x, b0, c50);
-    c51 = _mm256_fmadd_ps(x, b1, c51);
+  const float* rows[kRows] = {a, a + lda, a + 2 * lda, a + 3 * lda, a + 4 * lda, a + 5 * lda};
+  Acc6x16 acc;
+  acc.fma(rows, b, C);
+  for (int i = 0; i < kRows; ++i) {
+    _mm256_store_ps(m + i * kKb, acc.lo(i));
+    _mm256_store_ps(m + i * kKb + 8, acc.hi(i));
   }
-  _mm256_store_ps(m + 0 * kKb, c00);
-  _mm256_store_ps(m + 0 * kKb + 8, c01);
-  _mm256_store_ps(m + 1 * kKb, c10);
-  _mm256_store_ps(m + 1 * kKb + 8, c11);
-  _mm256_store_ps(m + 2 * kKb, c20);
-  _mm256_store_ps(m + 2 * kKb + 8, c21);
-  _mm256_store_ps(m + 3 * kKb, c30);
-  _mm256_store_ps(m + 3 * kKb + 8, c31);
-  _mm256_store_ps(m + 4 * kKb, c40);
-  _mm256_store_ps(m + 4 * kKb + 8, c41);
-  _mm256_store_ps(m + 5 * kKb, c50);
-  _mm256_store_ps(m + 5 * kKb + 8, c51);
 }
 
 struct Geometry {
@@ -238,16 +202,7 @@ void Winograd3x3::run(const float* src, float* dst, const float* bias, const flo
       }
     }
   };
-  if (nthr <= 1) {
-    body(0);
-  } else {
-#pragma omp parallel num_threads(nthr)
-    {
-      // The team may be smaller than asked (nested regions): each member takes every
-      // team-size-th partition, so all of them are done whatever its size.
-      for (int ithr = omp_get_thread_num(); ithr < nthr; ithr += omp_get_num_threads()) body(ithr);
-    }
-  }
+  run_partitions(nthr, body);
 }
 
 }  // namespace dnnl_k
