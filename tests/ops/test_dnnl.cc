@@ -377,6 +377,12 @@ TEST(Dnnl, MatMul) {
       {{3, 16}, {16}, {3}, false, false},
       {{2, 4, 7}, {7}, {2, 4}, true, false},
       {{7}, {2, 7, 3}, {2, 3}, false, false},
+      // Constant B with N % 16 == 0: medq's 6x16 GEMM on CPUs without AVX-512 (M not a
+      // multiple of 6, K not of 8, several panels, one row, more rows than one chunk).
+      {{2, 7, 24}, {24, 32}, {2, 7, 32}, true, true},
+      {{13, 5}, {5, 16}, {13, 16}, true, false},
+      {{1, 64}, {64, 48}, {1, 48}, true, true},
+      {{3, 197, 24}, {24, 64}, {3, 197, 64}, true, true},
   };
   for (const auto& c : cases) {
     OpSpec spec;
@@ -393,6 +399,54 @@ TEST(Dnnl, MatMul) {
     Tensor got = run_one(spec, inputs, {"dnnl"});
     if (got.defined()) expect_close(got, want, 1e-4f, "MatMul " + shape_str(c.a) + " x " + shape_str(c.b));
   }
+}
+
+TEST(Dnnl, SoftmaxMatchesRef) {
+  std::mt19937 rng(13);
+  struct SCase {
+    const char* op;
+    Shape x;
+    int64_t axis, opset;
+  };
+  const std::vector<SCase> cases = {
+      {"Softmax", {2, 12, 17, 17}, -1, 13},  // attention rows
+      {"Softmax", {3, 10}, 1, 13},           {"Softmax", {2, 5, 7}, 1, 13},  // middle axis
+      {"Softmax", {2, 5, 7}, 0, 17},         {"LogSoftmax", {4, 33}, -1, 13},
+      {"LogSoftmax", {2, 3, 4}, 1, 11},      // opset < 13: softmax over dims[1:] flattened
+      {"Softmax", {2, 3, 4}, 1, 11},         {"Softmax", {1, 1000}, -1, 13},
+  };
+  for (const auto& c : cases) {
+    OpSpec spec;
+    spec.op_type = c.op;
+    spec.opset = c.opset;
+    spec.attrs = {Attribute::make_int("axis", c.axis)};
+    compare(spec, {in(random_tensor(c.x, rng, -8.f, 8.f))},
+            std::string(c.op) + " " + shape_str(c.x) + " axis " + std::to_string(c.axis) + " opset " +
+                std::to_string(c.opset),
+            1e-5f);
+  }
+}
+
+TEST(Dnnl, BinaryWithOnlyAReferenceBroadcastDeclines) {
+  // [N, H, W, C] / [N, H, W, 1] (LayerNorm decomposed below opset 17): oneDNN 2.6 has only its
+  // reference kernel for it, so the dnnl kernel declines and ref runs it (30x faster).
+  std::mt19937 rng(14);
+  OpSpec spec;
+  spec.op_type = "Div";
+  spec.attrs = {Attribute::make_ints(kInLayoutsAttr, {0, 0}), Attribute::make_ints(kOutLayoutsAttr, {0})};
+  const std::vector<OpInput> inputs = {in(random_tensor({1, 6, 5, 16}, rng)), in(random_tensor({1, 6, 5, 1}, rng, 0.5f, 2.f))};
+  spec.backends = {"dnnl"};
+  auto r = run_op(spec, inputs);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported) << r.status().message();
+  EXPECT_NE(r.status().message().find("reference kernel"), std::string::npos) << r.status().message();
+  spec.backends = {"dnnl", "ref"};
+  auto both = run_op(spec, inputs);
+  ASSERT_TRUE(both.is_ok()) << both.status().message();
+  spec.backends = {"ref"};
+  auto ref = run_op(spec, inputs);
+  ASSERT_TRUE(ref.is_ok());
+  expect_close(both.value()[0], ref.value()[0], 0.f, "Div falls back to ref");
 }
 
 // ------------------------------------------------------------------ concurrency

@@ -223,6 +223,25 @@ class DnnlBinaryKernel : public DnnlKernel {
     // the output's shape and layout; the executor checks the sizes at run time.
     if (c0 && in_l_[0] == out_l_) inplace_ = 0;
     else if (commutative_ && c1 && in_l_[1] == out_l_) inplace_ = 1;
+    // oneDNN 2.6 has only its reference binary for some broadcasts (a rank-4 divisor
+    // [N, H, W, 1], LayerNorm decomposed by torch below opset 17): 30x slower than medq's ref
+    // kernel, which then runs the node (and the layout pass, which probes with plain markers,
+    // leaves its values plain). Blocked markers mean the pass already chose this kernel.
+    if (in_l_[0] != Layout::kPlain || in_l_[1] != Layout::kPlain || out_l_ != Layout::kPlain) return Status::ok();
+    Shape pa = a.shape, pb = b.shape;
+    for (Shape* s : {&pa, &pb})
+      for (int64_t& d : *s) d = d < 0 ? 1 : d;
+    auto ys = broadcast_shapes(pa, pb);
+    if (ys.is_ok()) {
+      try {
+        auto e = build(pa, pb, ys.value());
+        if (e.is_ok() && std::string(e.value()->pd.impl_info_str()).rfind("ref", 0) == 0)
+          return unsupported_error("oneDNN has only its reference kernel for " + shape_str(a.shape) + " and " +
+                                   shape_str(b.shape));
+      } catch (const dnnl::error&) {
+        return unsupported_error("oneDNN cannot broadcast " + shape_str(a.shape) + " and " + shape_str(b.shape));
+      }
+    }
     return Status::ok();
   }
 

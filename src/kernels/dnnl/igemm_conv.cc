@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kKb = kGemmCols;   // output channels per panel (two ymm)
 constexpr int kRows = kGemmRows;  // output pixels per microkernel call
-constexpr int64_t kChunkBlocks = 16;  // 6-pixel blocks per work item
+constexpr int64_t kChunkBlocks = 16;  // at most this many 6-pixel blocks per work item
 
 // Y rows out[i][0:16] = act(sum_{t, c} rows[t][i][c] * b[t][c][0:16] + bias (+ sum[i])).
 // rows: taps x 6 pointers to C floats; b: the panel [taps][C][16].
@@ -47,6 +47,11 @@ bool IgemmConv::eligible(int64_t C, int64_t K, int64_t kh, int64_t kw, int64_t g
          K % kKb == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+bool IgemmConv::gemm_eligible(int64_t K, int64_t N, ActKind act) {
+  return Avx2Act::supported(act) && K > 0 && N > 0 && N % kKb == 0 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
+}
+
 IgemmConv::IgemmConv(const float* w, int64_t K, int64_t C, int64_t kh, int64_t kw, ActKind act,
                      const std::vector<float>& act_params)
     : K_(K), C_(C), kh_(kh), kw_(kw), act_(act), act_params_(act_params) {
@@ -65,7 +70,9 @@ void IgemmConv::run(const float* src, float* dst, const float* bias, const float
   if (M <= 0) return;
   const int64_t taps = kh_ * kw_, C = C_, K = K_;
   const int64_t blocks = (M + kRows - 1) / kRows;
+  // Chunks of (nearly) equal size, so that equal numbers of work items are equal work.
   const int64_t chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
+  const int64_t chunk_blocks = (blocks + chunks - 1) / chunks;
   const int64_t kblocks = K / kKb;
   // Work item order by the smaller memory traffic: panel-major (each panel stays in L2 while
   // all input rows stream past it: W read once, the input once per panel; small images with
@@ -82,7 +89,7 @@ void IgemmConv::run(const float* src, float* dst, const float* bias, const float
     const int64_t i0 = items * ithr / nthr, i1 = items * (ithr + 1) / nthr;
     if (i0 >= i1) return;
     const float** rows = static_cast<const float**>(
-        Workspace::get(Workspace::kSrc, sizeof(const float*) * kChunkBlocks * kRows * taps));
+        Workspace::get(Workspace::kSrc, sizeof(const float*) * chunk_blocks * kRows * taps));
     // C zeros (taps in the padding and rows past M read them), then 16 floats of sink for the
     // outputs of rows past M.
     float* zeros = static_cast<float*>(Workspace::get(Workspace::kExtra, sizeof(float) * (C + 2 * kKb)));
@@ -92,7 +99,7 @@ void IgemmConv::run(const float* src, float* dst, const float* bias, const float
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t kb = panel_major ? item / chunks : item % kblocks;
       const int64_t chunk = panel_major ? item % chunks : item / kblocks;
-      const int64_t b0 = chunk * kChunkBlocks, nb = std::min(kChunkBlocks, blocks - b0);
+      const int64_t b0 = chunk * chunk_blocks, nb = std::min(chunk_blocks, blocks - b0);
       if (chunk != have_chunk) {
         // rows[(block * taps + t) * 6 + i]: tap t of pixel (b0 + block) * 6 + i.
         for (int64_t blk = 0; blk < nb; ++blk)

@@ -34,6 +34,10 @@ namespace dnnl_k {
 class IgemmConv {
  public:
   static bool eligible(int64_t C, int64_t K, int64_t kh, int64_t kw, int64_t group, ActKind act);
+  // As a plain GEMM Y[M, N] = act(A[M, K] B[K, N] + bias) with a constant B (MatMul / Gemm):
+  // constructed with w = B^T ([N][K], a 1x1 "convolution" of K channels to N), run with
+  // gemm_geometry(M). Needs N % 16 == 0.
+  static bool gemm_eligible(int64_t K, int64_t N, ActKind act);
 
   // w: K x C x kh x kw (OIHW) float32. act_params: complete_activation_params() of the node.
   IgemmConv(const float* w, int64_t K, int64_t C, int64_t kh, int64_t kw, ActKind act,
@@ -47,6 +51,7 @@ class IgemmConv {
   // null (may be dst itself: each element is read before it is written).
   void run(const float* src, float* dst, const float* bias, const float* sum, const Geometry& g,
            int num_threads) const;
+  static Geometry gemm_geometry(int64_t M) { return Geometry{1, 1, M, 1, M, 1, 1, 1, 1, 0, 0}; }
 
  private:
   int64_t K_, C_, kh_, kw_;
