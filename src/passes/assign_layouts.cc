@@ -104,11 +104,10 @@ class AssignLayoutsPass : public Pass {
           for (size_t k = 0; ok && k < c.inputs.size(); ++k)
             if (c.inputs[k] == vid && !dnnl_k::supports_blocked_io(c, true, k)) ok = false;
         }
-        if (ok) {
-          blocked[vid] = 1;
-          ++blocked_values;
-        }
+        if (ok) blocked[vid] = 1;
       }
+      keep_spatial_components(g, blocked);
+      for (uint8_t b : blocked) blocked_values += b;
       // 3. Markers on every node touching a blocked value.
       std::vector<size_t> marked;
       for (size_t i = 0; i < nn; ++i) {
@@ -147,6 +146,36 @@ class AssignLayoutsPass : public Pass {
   }
 
  private:
+  // Blocked values pay off only around the ops whose kernels are faster blocked (convolutions,
+  // pools, normalizations). A chain of elementwise ops alone (convnext's decomposed LayerNorm
+  // and MLP on [N, H, W, C] tensors between Transposes and MatMuls) gains nothing and can hit
+  // broadcasts that oneDNN has only reference kernels for in blocked layouts (10-100x slower):
+  // values stay blocked only in connected groups of nodes (joined by blocked values) that
+  // contain such an op.
+  static void keep_spatial_components(const Graph& g, std::vector<uint8_t>& blocked) {
+    const size_t nn = g.nodes.size();
+    std::vector<uint32_t> parent(nn);
+    for (size_t i = 0; i < nn; ++i) parent[i] = static_cast<uint32_t>(i);
+    auto find = [&](uint32_t x) {
+      while (parent[x] != x) x = parent[x] = parent[parent[x]];
+      return x;
+    };
+    for (uint32_t vid = 0; vid < g.values.size(); ++vid) {
+      if (!blocked[vid]) continue;
+      const Value& v = g.value(vid);
+      for (uint32_t c : v.consumers) parent[find(c)] = find(v.producer);
+    }
+    std::vector<uint8_t> spatial(nn, 0);
+    for (size_t i = 0; i < nn; ++i) {
+      const Node& n = g.nodes[i];
+      if (n.dead || (dnnl_k::needs_layout_marker(n) && n.op_type != "BatchNormalization"))
+        continue;  // elementwise, binary, Concat: not a reason to block
+      spatial[find(static_cast<uint32_t>(i))] = 1;
+    }
+    for (uint32_t vid = 0; vid < g.values.size(); ++vid)
+      if (blocked[vid] && !spatial[find(g.value(vid).producer)]) blocked[vid] = 0;
+  }
+
   // Pad with constant all-zero pads (e.g. exported before DenseNet's AveragePool)
   // is an identity that would otherwise split a blocked chain (and copy).
   static Status remove_noop_pads(Graph& g, PassContext& ctx, bool& changed) {

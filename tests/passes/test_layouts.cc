@@ -483,5 +483,34 @@ TEST(PassLayouts, AutomaticChoiceFollowsTheConvolutionMix) {
       << bad.status().message();
 }
 
+
+// convnext's blocks between Transposes: elementwise ops on [N, H, W, C] with broadcasts along the
+// last axis. No convolution or pool joins them, so their values stay plain (blocked they hit
+// oneDNN's reference binary kernels); the conv chain next to them keeps its blocked layout.
+TEST_P(PassLayoutsAt, ElementwiseOnlyChainsStayPlain) {
+  OnnxBuilder b(13);
+  b.input("X", {-1, 16, 8, 8});
+  add_conv(b, "X", "c0", 16, 16, 3, 141);
+  add_conv(b, "c0", "c1", 16, 16, 1, 142);
+  auto* t = b.node("Transpose", {"c1"}, {"t"});
+  attr_ints(t, "perm", {0, 2, 3, 1});
+  b.init("g", random_f32({16}, 143));
+  b.init("bb", random_f32({16}, 144));
+  b.node("Mul", {"t", "g"}, {"m"});
+  b.node("Add", {"m", "bb"}, {"a"});
+  b.node("Relu", {"a"}, {"r"});
+  auto* t2 = b.node("Transpose", {"r"}, {"Y"});
+  attr_ints(t2, "perm", {0, 3, 1, 2});
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  Graph g = optimize(mr.value(), {}, nullptr, layout_name(GetParam()));
+  expect_consistent(g);
+  EXPECT_EQ(layout_of(g, "c0"), GetParam());  // conv -> conv
+  EXPECT_EQ(layout_of(g, "m"), Layout::kPlain);
+  EXPECT_EQ(layout_of(g, "a"), Layout::kPlain);
+  expect_same_outputs(mr.value(), g, random_f32({2, 16, 8, 8}, 145), 1e-4);
+}
+
 }  // namespace
 }  // namespace medq

@@ -272,20 +272,28 @@ class DnnlBinaryKernel : public DnnlKernel {
     const dnnl::memory::desc c0 = layout_md(d0, cl), c1 = layout_md(d1, cl), cd = layout_md(dd, cl);
     const dnnl::memory::desc u0 = user_md_for(d0, l0, c0), u1 = user_md_for(d1, l1, c1), ud = user_md_for(dd, out_l_, cd);
     e->pd = dnnl::binary::primitive_desc(dnnl::binary::desc(alg_, u0, u1, ud), user_scratchpad_attr(), cpu_engine());
-    if (std::string(e->pd.impl_info_str()).rfind("ref", 0) == 0 && !(u0 == c0 && u1 == c1 && ud == cd)) {
-      // One layout for all sides: src0's (the full-size input) when src1 is already stored in it
-      // (one reorder, of the output), else the first blocked one.
-      const Layout one = same_bytes(d1, l1, l0) ? l0 : cl;
-      const dnnl::memory::desc o0 = layout_md(d0, one), o1 = user_md_for(d1, l1, layout_md(d1, one)),
-                               od = layout_md(dd, one);
-      e->pd = dnnl::binary::primitive_desc(dnnl::binary::desc(alg_, o0, o1, od), user_scratchpad_attr(), cpu_engine());
-      e->src0.init_in(u0, o0);
-      e->src1.init_in(u1, o1);
-      e->dst.init_out(od, ud);
-    } else {
-      e->src0.init_in(u0, u0);
-      e->src1.init_in(u1, u1);
-      e->dst.init_out(ud, ud);
+    auto is_ref = [](const dnnl::binary::primitive_desc& pd) {
+      return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+    };
+    e->src0.init_in(u0, u0);
+    e->src1.init_in(u1, u1);
+    e->dst.init_out(ud, ud);
+    if (is_ref(e->pd) && !(u0 == c0 && u1 == c1 && ud == cd)) {
+      // One layout for all sides, the odd ones reordered: src0's (the full-size input) when src1
+      // is already stored in it (one reorder, of the output), else the first blocked one, else
+      // plain (for broadcasts oneDNN has no blocked jit kernel for).
+      for (Layout one : {same_bytes(d1, l1, l0) ? l0 : cl, Layout::kPlain}) {
+        // A full-size src1 is reordered; a broadcast one keeps its bytes where they fit `one`.
+        const dnnl::memory::desc o0 = layout_md(d0, one), od = layout_md(dd, one),
+                                 o1 = d1 == d0 ? layout_md(d1, one) : user_md_for(d1, l1, layout_md(d1, one));
+        dnnl::binary::primitive_desc pd(dnnl::binary::desc(alg_, o0, o1, od), user_scratchpad_attr(), cpu_engine());
+        if (is_ref(pd)) continue;
+        e->pd = pd;
+        e->src0.init_in(u0, o0);
+        e->src1.init_in(u1, o1);
+        e->dst.init_out(od, ud);
+        break;
+      }
     }
     e->prim = dnnl::binary(e->pd);
     return e;
