@@ -36,6 +36,7 @@ std::unique_ptr<Pass> make_fold_constants_pass();
 // initializers while the int8 weights stay behind their DequantizeLinear.
 std::unique_ptr<Pass> make_prefold_constants_pass();
 std::unique_ptr<Pass> make_fold_batchnorm_pass();
+std::unique_ptr<Pass> make_fuse_layernorm_pass();  // fuse_layernorm.cc: decomposed LayerNorm -> LayerNormalization
 std::unique_ptr<Pass> make_fuse_conv_activation_pass();
 std::unique_ptr<Pass> make_fuse_qdq_pass();  // fuse_qdq.cc: QDQ patterns -> medq QConv/QMatMul (before fold)
 std::unique_ptr<Pass> make_assign_layouts_pass();

@@ -63,18 +63,19 @@ Result<std::vector<std::unique_ptr<Pass>>> make_pipeline(const std::vector<std::
     else if (n == "fold") ps.push_back(make_fold_constants_pass());
     else if (n == "prefold") ps.push_back(make_prefold_constants_pass());
     else if (n == "bn") ps.push_back(make_fold_batchnorm_pass());
+    else if (n == "layernorm") ps.push_back(make_fuse_layernorm_pass());
     else if (n == "fuse") ps.push_back(make_fuse_conv_activation_pass());
     else if (n == "qdq") ps.push_back(make_fuse_qdq_pass());
     else if (n == "layouts") ps.push_back(make_assign_layouts_pass());
     else if (n == "fp16") ps.push_back(make_lower_fp16_pass());
     else if (n == "qsum") ps.push_back(make_fuse_qsum_pass());
-    else return invalid_argument("unknown pass '" + n + "' (known: fp16, identity, dce, prefold, fold, bn, fuse, qdq, qsum, layouts)");
+    else return invalid_argument("unknown pass '" + n + "' (known: fp16, identity, dce, prefold, fold, layernorm, bn, fuse, qdq, qsum, layouts)");
   }
   return ps;
 }
 
 Status run_default_pipeline(Graph& g, PassContext& ctx) {
-  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "prefold", "qdq", "fold", "bn", "fuse", "dce", "qsum", "layouts"}));
+  ASSIGN_OR_RETURN(auto ps, make_pipeline({"identity", "prefold", "qdq", "fold", "layernorm", "bn", "fuse", "dce", "qsum", "layouts"}));
   return run_passes(g, ctx, ps);
 }
 

@@ -427,6 +427,24 @@ TEST(Dnnl, SoftmaxMatchesRef) {
   }
 }
 
+TEST(Dnnl, LayerNormalizationMatchesRef) {
+  std::mt19937 rng(15);
+  struct LCase {
+    Shape x, scale;
+    int64_t axis;
+    bool bias;
+  };
+  for (const LCase& c : {LCase{{2, 197, 64}, {64}, -1, true}, LCase{{1, 7, 7, 24}, {24}, 3, false},
+                         LCase{{2, 3, 5, 8}, {5, 8}, -2, true}, LCase{{3, 16}, {16}, 1, true}}) {
+    OpSpec spec;
+    spec.op_type = "LayerNormalization";
+    spec.attrs = {Attribute::make_int("axis", c.axis), Attribute::make_float("epsilon", 1e-5f)};
+    std::vector<OpInput> inputs = {in(random_tensor(c.x, rng, -4.f, 4.f)), cst(random_tensor(c.scale, rng))};
+    if (c.bias) inputs.push_back(cst(random_tensor(c.scale, rng)));
+    compare(spec, inputs, "LayerNormalization " + shape_str(c.x) + " axis " + std::to_string(c.axis), 1e-5f);
+  }
+}
+
 TEST(Dnnl, BinaryWithOnlyAReferenceBroadcastDeclines) {
   // [N, H, W, C] / [N, H, W, 1] (LayerNorm decomposed below opset 17): oneDNN 2.6 has only its
   // reference kernel for it, so the dnnl kernel declines and ref runs it (30x faster).

@@ -594,6 +594,55 @@ TEST(PassFuse, HardSigmoidGateBecomesHardSwish) {
   }
 }
 
+// torch's LayerNorm below opset 17 (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul
+// gamma, Add beta) becomes one LayerNormalization; a mean over a non-trailing axis, or a
+// deviation used elsewhere, is left alone.
+TEST(PassLayerNorm, DecomposedLayerNormIsRecovered) {
+  struct Case {
+    std::vector<int64_t> axes;
+    bool extra_use, beta, fused;
+  };
+  for (const Case& c : {Case{{-1}, false, true, true}, Case{{2, 3}, false, true, true}, Case{{-1}, false, false, true},
+                        Case{{1}, false, true, false}, Case{{-1}, true, true, false}}) {
+    SCOPED_TRACE("axes " + std::to_string(c.axes[0]) + " extra use " + std::to_string(c.extra_use));
+    OnnxBuilder b(13);
+    b.input("X", {-1, 3, 5, 8});
+    const int64_t inner = c.axes.size() == 2 ? 40 : (c.axes[0] == 1 ? 3 : 8);
+    const Shape ps = c.axes.size() == 2 ? Shape{5, 8} : c.axes[0] == 1 ? Shape{3, 1, 1} : Shape{inner};
+    attr_ints(b.node("ReduceMean", {"X"}, {"m"}), "axes", c.axes);
+    b.node("Sub", {"X", "m"}, {"d"});
+    b.init("two", Tensor::scalar<float>(2.f));
+    b.node("Pow", {"d", "two"}, {"p"});
+    attr_ints(b.node("ReduceMean", {"p"}, {"v"}), "axes", c.axes);
+    b.init("eps", Tensor::scalar<float>(1e-6f));
+    b.node("Add", {"v", "eps"}, {"ve"});
+    b.node("Sqrt", {"ve"}, {"s"});
+    b.node("Div", {"d", "s"}, {"n"});
+    b.init("gamma", random_f32(ps, 160, 0.5f, 1.5f));
+    b.node("Mul", {"n", "gamma"}, {c.beta ? "y" : "Y"});
+    if (c.beta) {
+      b.init("beta", random_f32(ps, 161));
+      b.node("Add", {"y", "beta"}, {"Y"});
+    }
+    b.output("Y");
+    if (c.extra_use) {
+      b.node("Relu", {"d"}, {"Z"});
+      b.output("Z");
+    }
+    auto m = b.build();
+    ASSERT_TRUE(m.is_ok()) << m.status().message();
+    Graph g = apply(m.value(), {"layernorm", "dce"});
+    EXPECT_EQ(count_op(g, "LayerNormalization"), c.fused ? 1 : 0) << graph_to_string(g);
+    EXPECT_EQ(count_op(g, "ReduceMean"), c.fused ? 0 : 2);
+    if (c.fused) {
+      EXPECT_EQ(g.nodes.size(), 1u) << graph_to_string(g);
+      EXPECT_FLOAT_EQ(g.nodes[0].attr_f("epsilon", 0), 1e-6f);
+      EXPECT_EQ(g.nodes[0].attr_i("axis", 0), c.axes.size() == 2 ? -2 : -1);
+    }
+    EXPECT_SAME_OUTPUTS(m.value(), g, 1e-5, random_f32({2, 3, 5, 8}, 162, -3, 3));
+  }
+}
+
 TEST(PassPipeline, DefaultPipelineOnConvBnReluResidual) {
   OnnxBuilder b(13);
   b.input("X", {-1, 4, 6, 6});

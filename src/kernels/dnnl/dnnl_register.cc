@@ -11,7 +11,7 @@ void register_dnnl_matmul(KernelRegistry& r, int priority);  // dnnl_matmul.cc: 
 // dnnl_layout_ops.cc: BatchNormalization, eltwise, Add/Mul/Sub/Div, Concat (layout-assigned nodes only)
 void register_dnnl_layout_ops(KernelRegistry& r, int priority);
 void register_dnnl_int8(KernelRegistry& r, int priority);  // dnnl_int8.cc: medq QConv, QMatMul
-void register_dnnl_softmax(KernelRegistry& r, int priority);  // dnnl_softmax.cc: Softmax, LogSoftmax
+void register_dnnl_norm_ops(KernelRegistry& r, int priority);  // dnnl_norm_ops.cc: Softmax, LogSoftmax, LayerNormalization
 }  // namespace dnnl_k
 
 void register_dnnl_kernels(KernelRegistry& r) {
@@ -21,7 +21,7 @@ void register_dnnl_kernels(KernelRegistry& r) {
   dnnl_k::register_dnnl_matmul(r, kPriority);
   dnnl_k::register_dnnl_int8(r, kPriority);
   dnnl_k::register_dnnl_layout_ops(r, kPriority);
-  dnnl_k::register_dnnl_softmax(r, kPriority);
+  dnnl_k::register_dnnl_norm_ops(r, kPriority);
 }
 
 }  // namespace medq
