@@ -53,6 +53,11 @@ class FuseConvPass : public Pass {
       again = false;
       for (size_t ci = 0; ci < g.nodes.size(); ++ci) {
         Node& conv = g.nodes[ci];
+        if (!conv.dead && try_matmul_bias(g, conv, ctx)) {
+          changed = true;
+          again = true;
+          continue;
+        }
         if (conv.dead || !is_conv_like(conv) || conv.outputs.empty()) continue;
         uint32_t y = conv.outputs[0];
         if (try_sum(g, conv, y, ctx) || try_activation(g, conv, y, ctx) || try_gated(g, conv, y, ctx)) {
@@ -65,6 +70,38 @@ class FuseConvPass : public Pass {
   }
 
  private:
+  // MatMul(A, B constant [K, N]) -> Add(constant bias with N elements along the last axis)
+  //   => FusedMatMul(A, B, bias): the transformers' projections; the bias is added in the GEMM's
+  //   epilogue instead of a separate pass over the output.
+  bool try_matmul_bias(Graph& g, Node& mm, PassContext& ctx) {
+    if (mm.op_type != "MatMul" || !mm.domain.empty() || mm.inputs.size() != 2 || mm.outputs.size() != 1) return false;
+    const Value& b = g.value(mm.inputs[1]);
+    if (!b.is_constant() || b.initializer.rank() != 2 || b.initializer.dtype() != DataType::kFloat32) return false;
+    const int64_t N = b.initializer.dim(1);
+    const uint32_t y = mm.outputs[0];
+    Node* add = single_consumer(g, y);
+    if (!add || add->op_type != "Add" || !add->domain.empty() || add->inputs.size() != 2) return false;
+    const uint32_t other = add->inputs[0] == y ? add->inputs[1] : add->inputs[0];
+    if (other == y) return false;
+    const Value& bias = g.value(other);
+    if (!bias.is_constant() || bias.initializer.dtype() != DataType::kFloat32 || bias.initializer.numel() != N ||
+        bias.initializer.rank() < 1 || bias.initializer.dim(-1) != N)
+      return false;
+    const Value& yv = g.value(y);
+    // A [N] bias always broadcasts along the last axis; a higher-rank one needs Y's rank to be known.
+    if (bias.initializer.rank() > 1 && (!yv.has_shape || static_cast<int64_t>(yv.shape.size()) < bias.initializer.rank()))
+      return false;
+    mm.op_type = "FusedMatMul";
+    mm.domain = kMedqDomain;
+    mm.inputs.push_back(other);
+    mm.set_attr(Attribute::make_string("activation", ""));
+    mm.set_attr(Attribute::make_floats("activation_params", {}));
+    mm.outputs[0] = add->outputs[0];
+    add->dead = true;
+    ctx.log.push_back("fused bias " + add->label() + " into " + mm.label());
+    return true;
+  }
+
   bool try_sum(Graph& g, Node& conv, uint32_t y, PassContext& ctx) {
     if (has_activation(conv) || (conv.inputs.size() > 3 && conv.inputs[3] != kNoValue)) return false;
     Node* add = single_consumer(g, y);

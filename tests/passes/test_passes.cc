@@ -643,6 +643,27 @@ TEST(PassLayerNorm, DecomposedLayerNormIsRecovered) {
   }
 }
 
+// A transformer projection: MatMul(A, constant B) + constant bias [N] becomes FusedMatMul (bias in
+// the GEMM's epilogue); a bias that is not along the last axis alone stays a separate Add.
+TEST(PassFuse, MatMulBiasBecomesFusedMatMul) {
+  for (bool per_row : {false, true}) {
+    SCOPED_TRACE(per_row ? "bias [5, 16]" : "bias [16]");
+    OnnxBuilder b(13);
+    b.input("X", {2, 5, 8});
+    b.init("B", random_f32({8, 16}, 170));
+    b.init("bias", random_f32(per_row ? Shape{5, 16} : Shape{16}, 171));
+    b.node("MatMul", {"X", "B"}, {"m"});
+    b.node("Add", {"bias", "m"}, {"Y"});
+    b.output("Y");
+    auto m = b.build();
+    ASSERT_TRUE(m.is_ok()) << m.status().message();
+    Graph g = apply(m.value(), {"fuse", "dce"});
+    EXPECT_EQ(count_op(g, "FusedMatMul"), per_row ? 0 : 1) << graph_to_string(g);
+    EXPECT_EQ(count_op(g, "Add"), per_row ? 1 : 0);
+    EXPECT_SAME_OUTPUTS(m.value(), g, 1e-5, random_f32({2, 5, 8}, 172));
+  }
+}
+
 TEST(PassPipeline, DefaultPipelineOnConvBnReluResidual) {
   OnnxBuilder b(13);
   b.input("X", {-1, 4, 6, 6});
