@@ -24,19 +24,6 @@ void to_fused(Node& conv) {
   conv.domain = kMedqDomain;
 }
 
-// The single consumer node of value v, or nullptr.
-Node* single_consumer(Graph& g, uint32_t v) {
-  if (g.is_graph_output(v)) return nullptr;
-  Node* found = nullptr;
-  int count = 0;
-  for (auto& n : g.nodes) {
-    if (n.dead) continue;
-    for (uint32_t i : n.inputs)
-      if (i == v) { ++count; found = &n; }
-  }
-  return count == 1 ? found : nullptr;
-}
-
 bool known_shape(const Graph& g, uint32_t v, Shape* s) {
   const Value& val = g.value(v);
   if (!val.has_shape) return false;

@@ -13,21 +13,6 @@
 namespace medq {
 namespace {
 
-// The single live consumer of value v (nullptr when it has none, several, or is a graph output).
-Node* only_consumer(Graph& g, uint32_t v) {
-  if (v == kNoValue || g.is_graph_output(v)) return nullptr;
-  Node* found = nullptr;
-  for (auto& n : g.nodes) {
-    if (n.dead) continue;
-    for (uint32_t i : n.inputs)
-      if (i == v) {
-        if (found) return nullptr;
-        found = &n;
-      }
-  }
-  return found;
-}
-
 bool is(const Node* n, const char* op) { return n && n->domain.empty() && n->op_type == op; }
 
 // A constant float scalar (any rank, one element).
@@ -96,7 +81,7 @@ class FuseLayerNormPass : public Pass {
       const int64_t rank = xv.has_shape ? static_cast<int64_t>(xv.shape.size()) : 0;
       const int64_t axis = trailing_axis(g, m1, rank);  // -k
       if (axis == 0) continue;
-      Node* sub = only_consumer(g, m1.outputs[0]);
+      Node* sub = single_consumer(g, m1.outputs[0]);
       if (!is(sub, "Sub") || sub->inputs.size() != 2 || sub->inputs[0] != x || sub->inputs[1] != m1.outputs[0])
         continue;
       const uint32_t d = sub->outputs[0];
@@ -117,13 +102,13 @@ class FuseLayerNormPass : public Pass {
       if (uses != 2 || !pw || !div || g.is_graph_output(d) || pw->inputs.size() != 2 ||
           !scalar_of(g, pw->inputs[1], &two) || two != 2.0)
         continue;
-      Node* m2 = only_consumer(g, pw->outputs[0]);
+      Node* m2 = single_consumer(g, pw->outputs[0]);
       if (!is(m2, "ReduceMean") || m2->inputs[0] != pw->outputs[0] || trailing_axis(g, *m2, rank) != axis) continue;
-      Node* add = only_consumer(g, m2->outputs[0]);
+      Node* add = single_consumer(g, m2->outputs[0]);
       if (!is(add, "Add") || !scalar_of(g, other_input(*add, m2->outputs[0]), &eps) || !(eps > 0)) continue;
-      Node* sq = only_consumer(g, add->outputs[0]);
-      if (!is(sq, "Sqrt") || only_consumer(g, sq->outputs[0]) != div || div->inputs[1] != sq->outputs[0]) continue;
-      Node* mul = only_consumer(g, div->outputs[0]);
+      Node* sq = single_consumer(g, add->outputs[0]);
+      if (!is(sq, "Sqrt") || single_consumer(g, sq->outputs[0]) != div || div->inputs[1] != sq->outputs[0]) continue;
+      Node* mul = single_consumer(g, div->outputs[0]);
       if (!is(mul, "Mul")) continue;
       const uint32_t gamma = other_input(*mul, div->outputs[0]);
       // gamma (and beta) constant float32 of the normalized shape: its element count when x's
@@ -141,7 +126,7 @@ class FuseLayerNormPass : public Pass {
       Match mt{x, gamma, kNoValue, mul->outputs[0], axis, static_cast<float>(eps), {}};
       auto index = [&](const Node* n) { return static_cast<size_t>(n - g.nodes.data()); };
       mt.nodes = {i, index(sub), index(pw), index(m2), index(add), index(sq), index(div), index(mul)};
-      Node* bias = only_consumer(g, mul->outputs[0]);
+      Node* bias = single_consumer(g, mul->outputs[0]);
       if (is(bias, "Add") && param_ok(other_input(*bias, mul->outputs[0]))) {
         mt.beta = other_input(*bias, mul->outputs[0]);
         mt.out = bias->outputs[0];

@@ -41,22 +41,6 @@ Node* producer(Graph& g, uint32_t v) {
   return p == kNoNode ? nullptr : &g.nodes[p];
 }
 
-// The single live consumer of v (nullptr if v is a graph output or has 0 or > 1 uses).
-Node* single_consumer(Graph& g, uint32_t v) {
-  if (g.is_graph_output(v)) return nullptr;
-  Node* found = nullptr;
-  int count = 0;
-  for (auto& n : g.nodes) {
-    if (n.dead) continue;
-    for (uint32_t i : n.inputs)
-      if (i == v) {
-        ++count;
-        found = &n;
-      }
-  }
-  return count == 1 ? found : nullptr;
-}
-
 // Constant behind value v: an initializer or the output of a Constant node.
 const Tensor* const_of(Graph& g, uint32_t v) {
   if (v == kNoValue) return nullptr;

@@ -59,6 +59,9 @@ bool dnnl_accepts(const Graph& g, const Node& n, int64_t opset);
 
 // Number of live uses of a value (node inputs + graph outputs).
 int use_count(const Graph& g, uint32_t vid);
+// The single live consumer node of value v (nullptr when v is a graph output, kNoValue, or has
+// no or several uses).
+Node* single_consumer(Graph& g, uint32_t v);
 // Prints the graph (one node per line) for --dump-after.
 std::string graph_to_string(const Graph& g);
 

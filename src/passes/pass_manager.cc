@@ -26,6 +26,20 @@ int use_count(const Graph& g, uint32_t vid) {
   return c;
 }
 
+Node* single_consumer(Graph& g, uint32_t v) {
+  if (v == kNoValue || g.is_graph_output(v)) return nullptr;
+  Node* found = nullptr;
+  for (auto& n : g.nodes) {
+    if (n.dead) continue;
+    for (uint32_t i : n.inputs)
+      if (i == v) {
+        if (found) return nullptr;
+        found = &n;
+      }
+  }
+  return found;
+}
+
 std::string graph_to_string(const Graph& g) {
   std::string s;
   for (const auto& n : g.nodes) {

@@ -1,14 +1,28 @@
 // The 6x16 AVX2/FMA register block shared by medq's own convolution kernels (Winograd's 16
-// GEMMs, the implicit-GEMM convolution): 6 rows x 16 output channels in 12 ymm accumulators.
+// GEMMs, the implicit-GEMM convolution): 6 rows x 16 output channels in 12 ymm accumulators;
+// their partition loop and their on/off/auto environment switches.
 #pragma once
 
 #include <immintrin.h>
 #include <omp.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace medq {
 namespace dnnl_k {
+
+// MEDQ_WINOGRAD / MEDQ_IGEMM: off | on | auto (unset or anything else) for medq's own kernels.
+enum class OwnKernelMode { kOff, kAuto, kOn };
+inline OwnKernelMode own_kernel_mode(const char* env) {
+  const char* e = std::getenv(env);
+  if (!e) return OwnKernelMode::kAuto;
+  const std::string v(e);
+  if (v == "off" || v == "0") return OwnKernelMode::kOff;
+  if (v == "on" || v == "1") return OwnKernelMode::kOn;
+  return OwnKernelMode::kAuto;
+}
 
 constexpr int kGemmCols = 16;  // output channels per panel (two ymm)
 constexpr int kGemmRows = 6;   // rows per block

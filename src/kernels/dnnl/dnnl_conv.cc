@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dnnl/avx2_gemm.h"  // OwnKernelMode
 #include "kernels/dnnl/dnnl_common.h"
 #include "kernels/dnnl/igemm_conv.h"
 #include "kernels/dnnl/winograd.h"
@@ -53,21 +54,12 @@ bool conv_layout_plain() {
 // off | on | auto (default: with kernel tuning Winograd is timed against oneDNN; without it,
 // Winograd runs where oneDNN has no AVX-512 kernels, since its AVX2 direct convolution is
 // 1.5-2.6x slower than Winograd on resnet's 3x3 shapes and 2.6 has no Winograd for AVX2).
-enum class OwnKernelMode { kOff, kAuto, kOn };
-OwnKernelMode env_mode(const char* name) {
-  const char* e = std::getenv(name);
-  if (!e) return OwnKernelMode::kAuto;
-  const std::string v(e);
-  if (v == "off" || v == "0") return OwnKernelMode::kOff;
-  if (v == "on" || v == "1") return OwnKernelMode::kOn;
-  return OwnKernelMode::kAuto;
-}
-OwnKernelMode winograd_mode() { return env_mode("MEDQ_WINOGRAD"); }
+OwnKernelMode winograd_mode() { return own_kernel_mode("MEDQ_WINOGRAD"); }
 
 // MEDQ_IGEMM (read like MEDQ_WINOGRAD): off | on | auto (default: with kernel tuning medq's
 // implicit-GEMM kernel (igemm_conv.h) is timed against oneDNN; without it, it runs the strided
 // convolutions on CPUs without AVX-512, where oneDNN's AVX2 direct kernel is slowest).
-OwnKernelMode igemm_mode() { return env_mode("MEDQ_IGEMM"); }
+OwnKernelMode igemm_mode() { return own_kernel_mode("MEDQ_IGEMM"); }
 
 struct ConvEntry {
   std::shared_ptr<const Winograd3x3> wino;  // set: this shape runs Winograd (no oneDNN primitive)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "kernels/dnnl/winograd.h"
 #include "ops/fused.h"
 
 namespace medq {
@@ -56,10 +57,11 @@ Layout blocked_layout_for(const Graph& g, const std::string& request) {
     for (size_t d = 0; d < 4; ++d) macs *= static_cast<double>(std::max<int64_t>(w.shape[d], 1));
     macs *= static_cast<double>(std::max<int64_t>(y.shape[2], 1)) * static_cast<double>(std::max<int64_t>(y.shape[3], 1));
     all += macs;
-    const std::vector<int64_t> one{1, 1};
+    const std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
     const int64_t group = n.attr_i("group", 1);
-    if (group == 1 && w.shape[2] == 3 && w.shape[3] == 3 && n.attr_ints("strides", one) == one &&
-        n.attr_ints("dilations", one) == one && (w.shape[1] * group) % 8 == 0 && w.shape[0] % 16 == 0)
+    if (s.size() == 2 && d.size() == 2 &&
+        dnnl_k::Winograd3x3::eligible(w.shape[1] * group, w.shape[0], w.shape[2], w.shape[3], s[0], s[1], d[0], d[1],
+                                      group, ActKind::kNone))
       wino += macs;
   }
   return all > 0 && wino < 0.1 * all ? Layout::kNChw8c : Layout::kNhwc;

@@ -234,7 +234,7 @@ class DnnlBinaryKernel : public DnnlKernel {
     auto ys = broadcast_shapes(pa, pb);
     if (ys.is_ok()) {
       try {
-        auto e = build(pa, pb, ys.value());
+        auto e = plan(pa, pb, ys.value());  // the primitive descriptor only: no code generated
         if (e.is_ok() && std::string(e.value()->pd.impl_info_str()).rfind("ref", 0) == 0)
           return unsupported_error("oneDNN has only its reference kernel for " + shape_str(a.shape) + " and " +
                                    shape_str(b.shape));
@@ -259,7 +259,8 @@ class DnnlBinaryKernel : public DnnlKernel {
 
   int inplace_input() const override { return inplace_; }
 
-  Result<std::shared_ptr<BinaryEntry>> build(const Shape& a, const Shape& b, const Shape& ys) const {
+  // The entry for these shapes without its primitive: descriptors, sides and reorders.
+  Result<std::shared_ptr<BinaryEntry>> plan(const Shape& a, const Shape& b, const Shape& ys) const {
     auto e = std::make_shared<BinaryEntry>();
     e->swap = a != ys;
     if (e->swap && (!commutative_ || b != ys))
@@ -295,6 +296,11 @@ class DnnlBinaryKernel : public DnnlKernel {
         break;
       }
     }
+    return e;
+  }
+
+  Result<std::shared_ptr<BinaryEntry>> build(const Shape& a, const Shape& b, const Shape& ys) const {
+    ASSIGN_OR_RETURN(std::shared_ptr<BinaryEntry> e, plan(a, b, ys));
     e->prim = dnnl::binary(e->pd);
     return e;
   }

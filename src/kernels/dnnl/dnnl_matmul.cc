@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dnnl/avx2_gemm.h"  // OwnKernelMode
 #include "kernels/dnnl/dnnl_common.h"
 #include "kernels/dnnl/igemm_conv.h"
 #include "ops/fused.h"
@@ -227,9 +228,9 @@ class DnnlMatMulKernel : public DnnlKernel {
     if (const Tensor* b = info.constant_input(1)) {
       if (b->dtype() != DataType::kFloat32) return unsupported_error("B must be float32");
       b_const_ = *b;
-      const char* mode = std::getenv("MEDQ_IGEMM");
-      const std::string m = mode ? mode : "auto";
-      const bool want = m == "on" || m == "1" || (m != "off" && m != "0" && !__builtin_cpu_supports("avx512f"));
+      const OwnKernelMode mode = own_kernel_mode("MEDQ_IGEMM");
+      const bool want =
+          mode == OwnKernelMode::kOn || (mode == OwnKernelMode::kAuto && !__builtin_cpu_supports("avx512f"));
       if (want && b->rank() == 2 && IgemmConv::gemm_eligible(b->dim(0), b->dim(1), act_)) {
         const int64_t K = b->dim(0), N = b->dim(1);
         std::vector<float> bt(static_cast<size_t>(K * N));

@@ -19,9 +19,9 @@ namespace dnnl_k {
 namespace {
 
 struct SoftmaxEntry {
+  dnnl::primitive_desc pd;  // softmax_forward's or logsoftmax_forward's
   dnnl::primitive prim;
   dnnl::memory::desc md;
-  dnnl::memory::desc scratch_md;
 };
 
 class DnnlSoftmaxKernel : public DnnlKernel {
@@ -61,12 +61,9 @@ class DnnlSoftmaxKernel : public DnnlKernel {
       ASSIGN_OR_RETURN(std::shared_ptr<const SoftmaxEntry> e, cache_.get(key, [&]() { return build(d); }));
       dnnl::engine& eng = cpu_engine();
       dnnl::stream& s = thread_stream();
-      std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, dnnl::memory(e->md, eng, const_cast<void*>(x.raw()))},
-                                                    {DNNL_ARG_DST, dnnl::memory(e->md, eng, y.raw())}};
-      if (e->scratch_md.get_size() > 0)
-        args[DNNL_ARG_SCRATCHPAD] =
-            dnnl::memory(e->scratch_md, eng, Workspace::get(Workspace::kScratch, e->scratch_md.get_size()));
-      e->prim.execute(s, args);
+      e->prim.execute(s, {{DNNL_ARG_SRC, dnnl::memory(e->md, eng, const_cast<void*>(x.raw()))},
+                          {DNNL_ARG_DST, dnnl::memory(e->md, eng, y.raw())},
+                          {DNNL_ARG_SCRATCHPAD, scratchpad_memory(e->pd)}});
       s.wait();
     } catch (const dnnl::error& err) {
       return dnnl_error(err);
@@ -99,12 +96,12 @@ class DnnlSoftmaxKernel : public DnnlKernel {
     if (log_) {
       dnnl::logsoftmax_forward::primitive_desc pd(
           dnnl::logsoftmax_forward::desc(dnnl::prop_kind::forward_inference, e->md, 1), attr, cpu_engine());
-      e->scratch_md = pd.scratchpad_desc();
+      e->pd = pd;
       e->prim = dnnl::logsoftmax_forward(pd);
     } else {
       dnnl::softmax_forward::primitive_desc pd(
           dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, e->md, 1), attr, cpu_engine());
-      e->scratch_md = pd.scratchpad_desc();
+      e->pd = pd;
       e->prim = dnnl::softmax_forward(pd);
     }
     return e;
