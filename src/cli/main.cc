@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/cli.h"
+#include "core/alloc.h"
 
 #ifndef MEDQ_VERSION
 #define MEDQ_VERSION "dev"
@@ -59,6 +60,7 @@ void ensure_bounded_omp_spin(char** argv) {
 
 int main(int argc, char** argv) {
   ensure_bounded_omp_spin(argv);
+  medq::tune_allocator();
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -382,7 +382,7 @@ Result<Image> Dataset::load_image(size_t i, const DecodeLimits& limits) const {
     img.channels = c;
     const size_t count = static_cast<size_t>(h) * w * c;
     const uint8_t* src = t.data<uint8_t>() + static_cast<size_t>(row) * count;
-    img.pixels.assign(src, src + count);
+    img.u8.assign(src, src + count);
     return img;
   }
   if (kind_ == DatasetKind::kManifest) {

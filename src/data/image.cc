@@ -146,7 +146,7 @@ Result<Image> decode_png(const uint8_t* data, size_t size, const std::string& na
   img.width = int(ctx->width);
   img.height = int(ctx->height);
   img.channels = ctx->channels;
-  img.pixels.assign(ctx->buf.begin(), ctx->buf.end());
+  img.u8 = std::move(ctx->buf);
   return img;
 }
 
@@ -277,7 +277,7 @@ Result<Image> decode_jpeg(const uint8_t* data, size_t size, const std::string& n
   if (ctx->components == 4) {
     // Pillow: rawmode "CMYK;I" (Adobe inverted CMYK), then Convert.c cmyk2rgb.
     img.channels = 3;
-    img.pixels.resize(npix * 3);
+    img.u8.resize(npix * 3);
     for (size_t i = 0; i < npix; ++i) {
       const uint8_t* p = &ctx->buf[i * 4];
       const int k = 255 - p[3];  // "CMYK;I": stored values are inverted
@@ -286,12 +286,12 @@ Result<Image> decode_jpeg(const uint8_t* data, size_t size, const std::string& n
         const int v = 255 - p[c];
         int tmp = v * nk + 128;
         tmp = ((tmp >> 8) + tmp) >> 8;  // MULDIV255
-        img.pixels[i * 3 + c] = float(clip8i(nk - tmp));
+        img.u8[i * 3 + c] = uint8_t(clip8i(nk - tmp));
       }
     }
   } else {
     img.channels = ctx->components;
-    img.pixels.assign(ctx->buf.begin(), ctx->buf.end());
+    img.u8 = std::move(ctx->buf);
   }
   return img;
 }
@@ -510,7 +510,7 @@ Result<Image> dicom_color(DcmFileFormat* ff, E_TransferSyntax xfer, const std::s
   img.width = cols;
   img.height = rows;
   img.channels = 3;
-  img.pixels.assign(p, p + n);
+  img.u8.assign(p, p + n);
   return img;
 }
 

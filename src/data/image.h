@@ -1,8 +1,9 @@
 // Image decoding for medq: PNG (libpng), JPEG (libjpeg-turbo) and DICOM (DCMTK).
 //
-// Decoded pixels are float, HWC interleaved, on a 0..255 scale. 8-bit sources give integral
-// values; DICOM gives non-integral values after windowing (kept as float on purpose so that
-// resize/preprocess lose nothing).
+// Decoded samples are HWC interleaved, on a 0..255 scale. 8-bit sources (PNG, JPEG, colour
+// DICOM) are kept as bytes (Image::u8): resizing and normalisation work on them directly, as
+// Pillow does on mode "L"/"RGB" images, with no float copy. Monochrome DICOM gives non-integral
+// values after windowing (Image::pixels, float on purpose so that resize/preprocess lose nothing).
 //
 // Channels of a decoded image: 1 (grey) or 3 (RGB). Alpha is always dropped (no compositing),
 // which is what Pillow's Image.convert('RGB') does.
@@ -41,7 +42,18 @@ namespace medq {
 
 struct Image {
   int width = 0, height = 0, channels = 0;
-  std::vector<float> pixels;  // HWC interleaved, 0..255 scale, size = width*height*channels
+  // The samples, HWC interleaved, 0..255 scale, width*height*channels of them, in exactly one of:
+  std::vector<uint8_t> u8;    // 8-bit sources
+  std::vector<float> pixels;  // everything else (windowed DICOM, images built as float)
+
+  bool is_u8() const { return !u8.empty(); }
+  size_t size() const { return is_u8() ? u8.size() : pixels.size(); }
+  float at(size_t i) const { return is_u8() ? float(u8[i]) : pixels[i]; }
+  // Positive dimensions and one storage holding exactly width*height*channels samples.
+  bool well_formed() const {
+    return width > 0 && height > 0 && channels > 0 && (u8.empty() || pixels.empty()) &&
+           size() == size_t(width) * size_t(height) * size_t(channels);
+  }
 };
 
 struct DecodeLimits {

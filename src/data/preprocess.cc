@@ -129,7 +129,8 @@ Status validate_preprocess_config(const PreprocessConfig& cfg) {
 // ------------------------------------------------------------------------------------------
 
 bool is_uint8_image(const Image& img) {
-  // Branch-free over blocks (vectorizes), so a decoded 8-bit image costs one fast pass.
+  if (img.is_u8()) return true;
+  // Branch-free over blocks (vectorizes), so a float image costs one fast pass.
   const float* p = img.pixels.data();
   const size_t n = img.pixels.size();
   // v is an integer in 0..255 iff it is in range (false for NaN) and rounding it to an integer
@@ -148,49 +149,73 @@ bool is_uint8_image(const Image& img) {
   return true;
 }
 
+namespace {
+
+// The samples of an image that is_uint8_image() accepts, as bytes.
+std::vector<uint8_t> bytes_of(const Image& img) {
+  if (img.is_u8()) return img.u8;
+  std::vector<uint8_t> b(img.pixels.size());
+  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(img.pixels[i]);
+  return b;
+}
+
+// "RGB" from 1 (L), 2 (LA) or 4+ (RGBA...) channels: grey replicated, extra channels dropped.
+template <class T>
+void to_rgb(const std::vector<T>& in, int c, size_t npix, std::vector<T>* out) {
+  out->resize(npix * 3);
+  T* o = out->data();
+  for (size_t i = 0; i < npix; ++i) {
+    if (c == 1 || c == 2) {  // L / LA
+      o[i * 3 + 0] = o[i * 3 + 1] = o[i * 3 + 2] = in[i * c];
+    } else {  // RGBA or more: first three channels
+      for (int k = 0; k < 3; ++k) o[i * 3 + k] = in[i * c + k];
+    }
+  }
+}
+
+// Pillow Convert.c for 8-bit data: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
+inline int32_t luma8(int32_t r, int32_t g, int32_t b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
+
+}  // namespace
+
 Image to_color(const Image& img, const std::string& color) {
   const size_t npix = size_t(img.width) * size_t(img.height);
   const int c = img.channels;
+  if ((color == "RGB" && c == 3) || (color == "L" && c == 1) || (color != "RGB" && color != "L")) return img;
   Image out;
   out.width = img.width;
   out.height = img.height;
   if (color == "RGB") {
-    if (c == 3) return img;
     out.channels = 3;
-    out.pixels.resize(npix * 3);
+    if (img.is_u8())
+      to_rgb(img.u8, c, npix, &out.u8);
+    else
+      to_rgb(img.pixels, c, npix, &out.pixels);
+    return out;
+  }
+  out.channels = 1;
+  if (img.is_u8()) {
+    out.u8.resize(npix);
     for (size_t i = 0; i < npix; ++i) {
-      if (c == 1 || c == 2) {  // L / LA
-        const float v = img.pixels[i * c];
-        out.pixels[i * 3 + 0] = out.pixels[i * 3 + 1] = out.pixels[i * 3 + 2] = v;
-      } else {  // RGBA or more: first three channels
-        for (int k = 0; k < 3; ++k) out.pixels[i * 3 + k] = img.pixels[i * c + k];
-      }
+      const uint8_t* p = &img.u8[i * c];
+      out.u8[i] = c == 2 ? p[0] : uint8_t(luma8(p[0], p[1], p[2]));
     }
     return out;
   }
-  if (color == "L") {
-    if (c == 1) return img;
-    out.channels = 1;
-    out.pixels.resize(npix);
-    if (c == 2) {
-      for (size_t i = 0; i < npix; ++i) out.pixels[i] = img.pixels[i * 2];
-      return out;
-    }
-    const bool u8 = is_uint8_image(img);
-    for (size_t i = 0; i < npix; ++i) {
-      const float* p = &img.pixels[i * c];
-      if (u8) {
-        // Pillow Convert.c: L24(rgb) = R*19595 + G*38470 + B*7471 + 0x8000, then >> 16.
-        const int32_t l = int32_t(p[0]) * 19595 + int32_t(p[1]) * 38470 +
-                          int32_t(p[2]) * 7471 + 0x8000;
-        out.pixels[i] = float(l >> 16);
-      } else {
-        out.pixels[i] = float(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
-      }
-    }
+  out.pixels.resize(npix);
+  if (c == 2) {
+    for (size_t i = 0; i < npix; ++i) out.pixels[i] = img.pixels[i * 2];
     return out;
   }
-  return img;
+  const bool u8 = is_uint8_image(img);
+  for (size_t i = 0; i < npix; ++i) {
+    const float* p = &img.pixels[i * c];
+    if (u8)
+      out.pixels[i] = float(luma8(int32_t(p[0]), int32_t(p[1]), int32_t(p[2])));
+    else
+      out.pixels[i] = float(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -302,37 +327,68 @@ inline uint8_t clip8(int32_t in) {
   return uint8_t(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
+// One output line of 8-bit resampling: out[i] = clip8(init + sum_t k[t] * base[(first + t) * stride + i])
+// for i < n. Integer sums (exact in any order, as in Pillow's per-pixel loop) along contiguous
+// memory, so the inner loops vectorize.
+void resample_line_8bpc(const uint8_t* base, size_t stride, int first, int taps, const int32_t* k, size_t n,
+                        int32_t* __restrict acc, uint8_t* __restrict out) {
+  std::fill(acc, acc + n, 1 << (kPrecisionBits - 1));
+  for (int t = 0; t < taps; t++) {
+    const uint8_t* __restrict src = base + size_t(first + t) * stride;
+    const int32_t kt = k[t];
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) acc[i] += src[i] * kt;
+  }
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) out[i] = clip8(acc[i]);
+}
+
+// dst[x * dst_stride + r * CH + b] = src[r * src_stride + x * CH + b] (r < rows, x < cols, b < CH):
+// a transpose of pixels of CH bytes, in cache-sized blocks.
+template <int CH>
+void transpose_pixels(const uint8_t* src, size_t src_stride, int rows, int cols, uint8_t* dst, size_t dst_stride) {
+  constexpr int kBlock = 32;
+  for (int r0 = 0; r0 < rows; r0 += kBlock)
+    for (int x0 = 0; x0 < cols; x0 += kBlock) {
+      const int r1 = std::min(rows, r0 + kBlock), x1 = std::min(cols, x0 + kBlock);
+      for (int r = r0; r < r1; ++r) {
+        const uint8_t* s = src + size_t(r) * src_stride;
+        uint8_t* d = dst + size_t(r) * CH;
+        for (int x = x0; x < x1; ++x)
+          for (int b = 0; b < CH; ++b) d[size_t(x) * dst_stride + b] = s[size_t(x) * CH + b];
+      }
+    }
+}
+
+void transpose_pixels(const uint8_t* src, size_t src_stride, int rows, int cols, int ch, uint8_t* dst,
+                      size_t dst_stride) {
+  switch (ch) {
+    case 1: return transpose_pixels<1>(src, src_stride, rows, cols, dst, dst_stride);
+    case 3: return transpose_pixels<3>(src, src_stride, rows, cols, dst, dst_stride);
+    case 4: return transpose_pixels<4>(src, src_stride, rows, cols, dst, dst_stride);
+    default:
+      for (int b = 0; b < ch; ++b)  // any other channel count: one channel at a time
+        for (int r = 0; r < rows; ++r)
+          for (int x = 0; x < cols; ++x)
+            dst[size_t(x) * dst_stride + size_t(r) * ch + b] = src[size_t(r) * src_stride + size_t(x) * ch + b];
+  }
+}
+
 // 8-bit planes, interleaved with `ch` channels. in: in_w x (rows) ; rows offset `offset`.
+// Computed as a vertical pass on the transposed rows (each input column becomes a contiguous
+// line of out_rows * ch bytes), then transposed back: the same integer sums as Pillow's
+// per-pixel loop, vectorized along the column.
 void horizontal_8bpc(const uint8_t* in, int in_w, int ch, int offset, int out_w, int out_rows,
                      const Coeffs& c, uint8_t* out) {
   const std::vector<int32_t> kk = normalize_coeffs_8bpc(c.kk);
-  const int32_t init = 1 << (kPrecisionBits - 1);
-  for (int yy = 0; yy < out_rows; yy++) {
-    const uint8_t* row = in + size_t(yy + offset) * in_w * ch;
-    uint8_t* orow = out + size_t(yy) * out_w * ch;
-    for (int xx = 0; xx < out_w; xx++) {
-      const int xmin = c.bounds[size_t(xx) * 2], xmax = c.bounds[size_t(xx) * 2 + 1];
-      const int32_t* k = &kk[size_t(xx) * c.ksize];
-      const uint8_t* px = row + size_t(xmin) * ch;
-      if (ch == 3) {  // RGB: the three sums in one pass over the taps
-        int32_t s0 = init, s1 = init, s2 = init;
-        for (int x = 0; x < xmax; x++, px += 3) {
-          s0 += px[0] * k[x];
-          s1 += px[1] * k[x];
-          s2 += px[2] * k[x];
-        }
-        orow[size_t(xx) * 3 + 0] = clip8(s0);
-        orow[size_t(xx) * 3 + 1] = clip8(s1);
-        orow[size_t(xx) * 3 + 2] = clip8(s2);
-        continue;
-      }
-      for (int b = 0; b < ch; b++) {
-        int32_t ss = init;
-        for (int x = 0; x < xmax; x++) ss += px[size_t(x) * ch + b] * k[x];
-        orow[size_t(xx) * ch + b] = clip8(ss);
-      }
-    }
-  }
+  const size_t line = size_t(out_rows) * ch;
+  std::vector<uint8_t> cols(size_t(in_w) * line), out_cols(size_t(out_w) * line);
+  transpose_pixels(in + size_t(offset) * in_w * ch, size_t(in_w) * ch, out_rows, in_w, ch, cols.data(), line);
+  std::vector<int32_t> acc(line);
+  for (int xx = 0; xx < out_w; xx++)
+    resample_line_8bpc(cols.data(), line, c.bounds[size_t(xx) * 2], c.bounds[size_t(xx) * 2 + 1],
+                       &kk[size_t(xx) * c.ksize], line, acc.data(), out_cols.data() + size_t(xx) * line);
+  transpose_pixels(out_cols.data(), line, out_w, out_rows, ch, out, size_t(out_w) * ch);
 }
 
 void vertical_8bpc(const uint8_t* in, int w, int ch, int out_h, const Coeffs& c,
@@ -340,23 +396,9 @@ void vertical_8bpc(const uint8_t* in, int w, int ch, int out_h, const Coeffs& c,
   const std::vector<int32_t> kk = normalize_coeffs_8bpc(c.kk);
   const size_t stride = size_t(w) * ch;
   std::vector<int32_t> acc(stride);
-  for (int yy = 0; yy < out_h; yy++) {
-    const int32_t* k = &kk[size_t(yy) * c.ksize];
-    const int ymin = bounds[size_t(yy) * 2], ymax = bounds[size_t(yy) * 2 + 1];
-    // Row by row over the taps (the same sums in the same order as Pillow's per-pixel loop,
-    // integer and exact), so the inner loop runs along a row and vectorizes.
-    int32_t* __restrict a = acc.data();
-    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
-    for (int y = 0; y < ymax; y++) {
-      const uint8_t* __restrict src = in + size_t(y + ymin) * stride;
-      const int32_t ky = k[y];
-#pragma omp simd
-      for (size_t i = 0; i < stride; i++) a[i] += src[i] * ky;
-    }
-    uint8_t* __restrict orow = out + size_t(yy) * stride;
-#pragma omp simd
-    for (size_t i = 0; i < stride; i++) orow[i] = clip8(a[i]);
-  }
+  for (int yy = 0; yy < out_h; yy++)
+    resample_line_8bpc(in, stride, bounds[size_t(yy) * 2], bounds[size_t(yy) * 2 + 1], &kk[size_t(yy) * c.ksize],
+                       stride, acc.data(), out + size_t(yy) * stride);
 }
 
 void horizontal_f32(const float* in, int in_w, int ch, int offset, int out_w, int out_rows,
@@ -418,27 +460,23 @@ std::vector<T> resample_inner(const std::vector<T>& in, int in_w, int in_h, int 
     vert(src->data(), src_w, ch, out_h, cv, vbounds, out.data());
     return out;
   }
-  return *src;
+  return tmp;  // need_h only (resize() returns early when neither is needed)
 }
 
 // Pillow resize(NEAREST): ImagingTransform(AFFINE) -> ImagingScaleAffine with
 // a = [in_w/out_w, 0, 0, 0, in_h/out_h, 0] and fill = 1.
-Image resize_nearest(const Image& img, int w, int h) {
-  Image out;
-  out.width = w;
-  out.height = h;
-  out.channels = img.channels;
-  const int ch = img.channels;
-  out.pixels.assign(size_t(w) * h * ch, 0.f);
-  const double a0 = double(float(img.width) - 0.f) / w;
-  const double a4 = double(float(img.height) - 0.f) / h;
+template <class T>
+std::vector<T> resize_nearest(const std::vector<T>& in, int in_w, int in_h, int ch, int w, int h) {
+  std::vector<T> out(size_t(w) * h * ch, T(0));
+  const double a0 = double(float(in_w) - 0.f) / w;
+  const double a4 = double(float(in_h) - 0.f) / h;
   auto coord = [](double v) { return v < 0.0 ? -1 : int(v); };
   std::vector<int> xintab(size_t(w), 0);
   int xmin = w, xmax = 0;
   double xo = 0.0 + a0 * 0.5;
   for (int x = 0; x < w; x++) {
     const int xin = coord(xo);
-    if (xin >= 0 && xin < img.width) {
+    if (xin >= 0 && xin < in_w) {
       xmax = x + 1;
       if (x < xmin) xmin = x;
       xintab[size_t(x)] = xin;
@@ -448,11 +486,11 @@ Image resize_nearest(const Image& img, int w, int h) {
   double yo = 0.0 + a4 * 0.5;
   for (int y = 0; y < h; y++) {
     const int yi = coord(yo);
-    if (yi >= 0 && yi < img.height) {
-      const float* in = &img.pixels[size_t(yi) * img.width * ch];
-      float* o = &out.pixels[size_t(y) * w * ch];
+    if (yi >= 0 && yi < in_h) {
+      const T* src = &in[size_t(yi) * in_w * ch];
+      T* o = &out[size_t(y) * w * ch];
       for (int x = xmin; x < xmax; x++)
-        for (int b = 0; b < ch; b++) o[size_t(x) * ch + b] = in[size_t(xintab[size_t(x)]) * ch + b];
+        for (int b = 0; b < ch; b++) o[size_t(x) * ch + b] = src[size_t(xintab[size_t(x)]) * ch + b];
     }
     yo += a4;
   }
@@ -463,13 +501,9 @@ Image resize_nearest(const Image& img, int w, int h) {
 
 Result<Image> resize(const Image& img, int w, int h, const std::string& interpolation) {
   if (w <= 0 || h <= 0) return invalid_argument("resize: target size must be positive");
-  if (img.width <= 0 || img.height <= 0 || img.channels <= 0 ||
-      img.pixels.size() != size_t(img.width) * img.height * img.channels)
-    return invalid_argument("resize: malformed input image");
+  if (!img.well_formed()) return invalid_argument("resize: malformed input image");
   const Filter* f = nullptr;
   if (interpolation == "nearest") {
-    if (w == img.width && h == img.height) return img;
-    return resize_nearest(img, w, h);
   } else if (interpolation == "bilinear" || interpolation == "linear") {
     f = &kBilinear;
   } else if (interpolation == "bicubic" || interpolation == "cubic") {
@@ -491,12 +525,15 @@ Result<Image> resize(const Image& img, int w, int h, const std::string& interpol
   out.height = h;
   out.channels = img.channels;
   const int ch = img.channels;
-  if (is_uint8_image(img)) {
-    std::vector<uint8_t> in(img.pixels.size());
-    for (size_t i = 0; i < in.size(); ++i) in[i] = uint8_t(img.pixels[i]);
-    std::vector<uint8_t> r = resample_inner<uint8_t>(in, img.width, img.height, ch, w, h, *f,
-                                                     horizontal_8bpc, vertical_8bpc);
-    out.pixels.assign(r.begin(), r.end());
+  if (f == nullptr) {
+    if (img.is_u8())
+      out.u8 = resize_nearest(img.u8, img.width, img.height, ch, w, h);
+    else
+      out.pixels = resize_nearest(img.pixels, img.width, img.height, ch, w, h);
+  } else if (is_uint8_image(img)) {  // Pillow's 8-bit path: fixed-point, rounded to bytes between passes
+    const std::vector<uint8_t> copy = img.is_u8() ? std::vector<uint8_t>() : bytes_of(img);
+    out.u8 = resample_inner<uint8_t>(img.is_u8() ? img.u8 : copy, img.width, img.height, ch, w, h, *f,
+                                     horizontal_8bpc, vertical_8bpc);
   } else {
     out.pixels = resample_inner<float>(img.pixels, img.width, img.height, ch, w, h, *f,
                                        horizontal_f32, vertical_f32);
@@ -510,14 +547,25 @@ Result<Image> resize(const Image& img, int w, int h, const std::string& interpol
 
 Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg) {
   RETURN_IF_ERROR(validate_preprocess_config(cfg));
-  if (img.width <= 0 || img.height <= 0 || img.channels <= 0 ||
-      img.pixels.size() != size_t(img.width) * img.height * img.channels)
-    return invalid_argument("preprocess: malformed input image");
-  Image x = to_color(img, cfg.color);
-  if (cfg.resize_w > 0 && cfg.resize_h > 0) {
-    ASSIGN_OR_RETURN(x, resize(x, cfg.resize_w, cfg.resize_h, cfg.interpolation));
+  if (!img.well_formed()) return invalid_argument("preprocess: malformed input image");
+  // Grey -> RGB replicates one channel, and resampling treats every channel alike (same
+  // coefficients, no mixing), so the two commute exactly: a grey image is resized once and its
+  // channel replicated while normalising, instead of resizing three equal channels.
+  const bool grey_to_rgb = cfg.color == "RGB" && img.channels <= 2;
+  const Image* x = &img;
+  Image colored, resized;
+  if (img.channels == 2 || !grey_to_rgb) {
+    const std::string target = grey_to_rgb ? "L" : cfg.color;  // LA -> L keeps the grey channel
+    if (!((target == "RGB" && img.channels == 3) || (target == "L" && img.channels == 1))) {
+      colored = to_color(img, target);
+      x = &colored;
+    }
   }
-  const int C = x.channels, H = x.height, W = x.width;
+  if (cfg.resize_w > 0 && cfg.resize_h > 0 && (cfg.resize_w != x->width || cfg.resize_h != x->height)) {
+    ASSIGN_OR_RETURN(resized, resize(*x, cfg.resize_w, cfg.resize_h, cfg.interpolation));
+    x = &resized;
+  }
+  const int C = grey_to_rgb ? 3 : x->channels, SC = x->channels, H = x->height, W = x->width;
   const size_t HW = size_t(H) * W;
   // scale == 1/N (N integer): divide by N like torchvision's ToTensor (x.div(255)).
   const double inv = 1.0 / double(cfg.scale);
@@ -529,14 +577,21 @@ Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessCo
   for (int c = 0; c < C; ++c) {
     const float mean = cfg.mean.size() == 1 ? cfg.mean[0] : cfg.mean[size_t(c)];
     const float sd = cfg.std.size() == 1 ? cfg.std[0] : cfg.std[size_t(c)];
-    for (size_t i = 0; i < HW; ++i) {
-      const float p = x.pixels[i * C + c];
+    auto normalise = [&](float p) {
       const float v = use_div ? p / divisor : p * cfg.scale;
-      const float r = (v - mean) / sd;
-      if (nchw)
-        dst[size_t(c) * HW + i] = r;
-      else
-        dst[i * C + c] = r;
+      return (v - mean) / sd;
+    };
+    const int sc = grey_to_rgb ? 0 : c;  // source channel
+    float* out = nchw ? dst.data() + size_t(c) * HW : dst.data() + c;
+    const size_t step = nchw ? 1 : size_t(C);
+    if (x->is_u8()) {
+      float lut[256];  // the same float operations per byte value, computed once
+      for (int v = 0; v < 256; ++v) lut[v] = normalise(float(v));
+      const uint8_t* in = x->u8.data() + sc;
+      for (size_t i = 0; i < HW; ++i) out[i * step] = lut[in[i * SC]];
+    } else {
+      const float* in = x->pixels.data() + sc;
+      for (size_t i = 0; i < HW; ++i) out[i * step] = normalise(in[i * SC]);
     }
   }
   return dst;

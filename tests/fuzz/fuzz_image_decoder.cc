@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto check = [](const medq::Result<medq::Image>& r) {
     if (!r.is_ok()) return;
     const medq::Image& im = r.value();
-    if (im.pixels.size() != static_cast<size_t>(im.width) * im.height * im.channels) __builtin_trap();
+    if (!im.well_formed()) __builtin_trap();
   };
   check(medq::decode_image_bytes(data, size, "fuzz", limits));
   if (size >= 1) {

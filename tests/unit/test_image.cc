@@ -64,10 +64,11 @@ std::string dicom(const std::string& f) { return kShared + "/dicom/" + f; }
 
 // Exact comparison of an Image with uint8 HWC reference (RGB).
 void expect_equals_u8(const Image& img, const std::vector<uint8_t>& ref, const std::string& what) {
-  ASSERT_EQ(img.pixels.size(), ref.size()) << what;
+  ASSERT_TRUE(img.well_formed()) << what;
+  ASSERT_EQ(img.size(), ref.size()) << what;
   size_t bad = 0;
   for (size_t i = 0; i < ref.size(); ++i)
-    if (img.pixels[i] != float(ref[i])) ++bad;
+    if (img.at(i) != float(ref[i])) ++bad;
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << ref.size() << " values differ";
 }
 
@@ -174,7 +175,7 @@ TEST(ImageDecode, CorruptBytesNeverCrash) {
       auto r = decode_image_bytes(b.data(), b.size(), f);
       if (r.is_ok()) {
         EXPECT_GT(r->width, 0);
-        EXPECT_EQ(r->pixels.size(), size_t(r->width) * r->height * r->channels);
+        EXPECT_TRUE(r->well_formed());
       }
     }
   }
@@ -263,7 +264,8 @@ TEST(DicomDecode, AllSharedFiles) {
       EXPECT_EQ(r->width, c.w) << c.file;
       EXPECT_EQ(r->height, c.h) << c.file;
       EXPECT_EQ(r->channels, c.c) << c.file;
-      for (float v : r->pixels) ASSERT_TRUE(v >= 0.f && v <= 255.f) << c.file;
+      ASSERT_TRUE(r->well_formed()) << c.file;
+      for (size_t i = 0; i < r->size(); ++i) ASSERT_TRUE(r->at(i) >= 0.f && r->at(i) <= 255.f) << c.file;
     } else {
       ASSERT_FALSE(r.is_ok()) << c.file;
       EXPECT_EQ(r.status().code(), c.code) << c.file << ": " << r.status().message();
@@ -304,13 +306,14 @@ TEST(DicomDecode, ModalityAndWindowValues) {
   EXPECT_EQ(mx, 255.f);
   auto rgb = decode_image_file(dicom("SC_rgb_jpeg_dcmtk.dcm"));  // = Pillow decode of its JPEG
   ASSERT_TRUE(rgb.is_ok());
-  EXPECT_EQ(rgb->pixels[0], 254.f);
-  EXPECT_EQ(rgb->pixels[1], 0.f);
-  EXPECT_EQ(rgb->pixels[2], 0.f);
+  EXPECT_TRUE(rgb->is_u8());  // colour DICOM is rendered to 8 bits
+  EXPECT_EQ(rgb->at(0), 254.f);
+  EXPECT_EQ(rgb->at(1), 0.f);
+  EXPECT_EQ(rgb->at(2), 0.f);
   const size_t mid = (50 * 100 + 50) * 3;
-  EXPECT_EQ(rgb->pixels[mid], 125.f);
-  EXPECT_EQ(rgb->pixels[mid + 1], 130.f);
-  EXPECT_EQ(rgb->pixels[mid + 2], 255.f);
+  EXPECT_EQ(rgb->at(mid), 125.f);
+  EXPECT_EQ(rgb->at(mid + 1), 130.f);
+  EXPECT_EQ(rgb->at(mid + 2), 255.f);
   auto seg = decode_image_file(dicom("liver_1frame.dcm"));  // 1-bit segmentation
   ASSERT_TRUE(seg.is_ok());
   std::set<float> values(seg->pixels.begin(), seg->pixels.end());
@@ -430,11 +433,23 @@ TEST(Preprocess, ToColorMatchesPillow) {
   ASSERT_TRUE(rgb.is_ok() && gray.is_ok());
   Image l = to_color(rgb.value(), "L");
   EXPECT_EQ(l.channels, 1);
-  EXPECT_EQ(l.pixels, gray->pixels);
+  ASSERT_TRUE(l.is_u8() && gray->is_u8());  // 8-bit sources stay 8-bit
+  EXPECT_EQ(l.u8, gray->u8);
   Image back = to_color(gray.value(), "RGB");
   ASSERT_EQ(back.channels, 3);
-  for (size_t i = 0; i < gray->pixels.size(); ++i)
-    for (int c = 0; c < 3; ++c) ASSERT_EQ(back.pixels[i * 3 + c], gray->pixels[i]);
+  ASSERT_TRUE(back.well_formed());
+  for (size_t i = 0; i < gray->size(); ++i)
+    for (int c = 0; c < 3; ++c) ASSERT_EQ(back.u8[i * 3 + c], gray->u8[i]);
+  // The same conversions on the float representation of the same samples give the same values.
+  Image rgbf = rgb.value(), grayf = gray.value();
+  rgbf.pixels.assign(rgbf.u8.begin(), rgbf.u8.end());
+  rgbf.u8.clear();
+  grayf.pixels.assign(grayf.u8.begin(), grayf.u8.end());
+  grayf.u8.clear();
+  Image lf = to_color(rgbf, "L"), backf = to_color(grayf, "RGB");
+  ASSERT_TRUE(lf.well_formed() && backf.well_formed() && !lf.is_u8() && !backf.is_u8());
+  for (size_t i = 0; i < l.size(); ++i) ASSERT_EQ(lf.at(i), l.at(i)) << i;
+  for (size_t i = 0; i < back.size(); ++i) ASSERT_EQ(backf.at(i), back.at(i)) << i;
 }
 
 TEST(Preprocess, ResizeUint8MatchesPillow) {
@@ -465,6 +480,7 @@ TEST(Preprocess, ResizeFloatMatchesPillowModeF) {
     auto r = resize(img, e["width"].get<int>(), e["height"].get<int>(), e["filter"]);
     ASSERT_TRUE(r.is_ok());
     const auto ref = read_raw<float>(kFixtures + e["ref"].get<std::string>());
+    ASSERT_FALSE(r->is_u8());
     ASSERT_EQ(r->pixels.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i)
       ASSERT_EQ(r->pixels[i], ref[i]) << e["ref"].get<std::string>() << " at " << i;
@@ -478,13 +494,108 @@ TEST(Preprocess, ResizeEdgeCases) {
   EXPECT_FALSE(resize(src.value(), 5, 5, "area").is_ok());
   auto same = resize(src.value(), src->width, src->height, "bicubic");
   ASSERT_TRUE(same.is_ok());
-  EXPECT_EQ(same->pixels, src->pixels);
+  EXPECT_EQ(same->u8, src->u8);
   auto one = resize(src.value(), 1, 1, "lanczos");
   ASSERT_TRUE(one.is_ok());
-  EXPECT_EQ(one->pixels.size(), 3u);
+  EXPECT_EQ(one->size(), 3u);
   auto big = resize(src.value(), 100, 3, "bicubic");
   ASSERT_TRUE(big.is_ok());
-  EXPECT_EQ(big->pixels.size(), 900u);
+  EXPECT_EQ(big->size(), 900u);
+  Image bad = src.value();
+  bad.pixels.assign(bad.u8.begin(), bad.u8.end());  // both storages filled: malformed
+  EXPECT_FALSE(resize(bad, 5, 5, "bilinear").is_ok());
+}
+
+// Random 8-bit image, HWC.
+Image random_u8_image(int w, int h, int c, uint32_t seed) {
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = c;
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < size_t(w) * h * c; ++i) {
+    x = x * 1664525u + 1013904223u;
+    img.u8.push_back(uint8_t(x >> 24));
+  }
+  return img;
+}
+
+Image transposed(const Image& img) {
+  Image t;
+  t.width = img.height;
+  t.height = img.width;
+  t.channels = img.channels;
+  t.u8.resize(img.u8.size());
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x)
+      for (int b = 0; b < img.channels; ++b)
+        t.u8[(size_t(x) * img.height + y) * img.channels + b] = img.u8[(size_t(y) * img.width + x) * img.channels + b];
+  return t;
+}
+
+// The 8-bit horizontal pass (computed on transposed columns) against the vertical pass, which
+// runs along rows like Pillow's and is checked against Pillow above: resizing only the width of
+// an image equals transposing, resizing only the height, and transposing back. Every filter, up-
+// and downscaling, 1 to 5 channels, sizes that are not multiples of the transpose block.
+TEST(Preprocess, HorizontalResizeMatchesVerticalOnTheTranspose) {
+  const char* filters[] = {"bilinear", "bicubic", "lanczos", "box", "hamming", "nearest"};
+  const int sizes[][3] = {{224, 37, 128}, {33, 70, 150}, {300, 5, 7}, {64, 65, 1}, {1, 9, 40}, {97, 3, 96}};
+  int checked = 0;
+  for (int c = 1; c <= 5; ++c)
+    for (const auto& sz : sizes)
+      for (const char* f : filters) {
+        const Image img = random_u8_image(sz[0], sz[1], c, uint32_t(c * 1000 + sz[0] + sz[2]));
+        auto h = resize(img, sz[2], sz[1], f);
+        auto v = resize(transposed(img), sz[1], sz[2], f);
+        ASSERT_TRUE(h.is_ok() && v.is_ok()) << f;
+        ASSERT_TRUE(h->is_u8() && v->is_u8()) << f;
+        ASSERT_EQ(h->u8, transposed(v.value()).u8) << f << " " << sz[0] << "->" << sz[2] << " x" << c;
+        // Both passes: the horizontal pass on only the rows the vertical pass needs equals the
+        // horizontal pass on every row followed by the vertical pass.
+        auto both = resize(img, sz[2], sz[1] / 2 + 1, f);
+        auto steps = resize(h.value(), sz[2], sz[1] / 2 + 1, f);
+        ASSERT_TRUE(both.is_ok() && steps.is_ok());
+        ASSERT_EQ(both->u8, steps->u8) << f;
+        ++checked;
+      }
+  EXPECT_EQ(checked, 5 * 6 * 6);
+}
+
+// The same samples as bytes or as integral floats preprocess to the same floats, and a grey
+// image gives the same input as its RGB replication (the pipeline resizes grey images once).
+TEST(Preprocess, RepresentationsAndGreyReplicationAgree) {
+  PreprocessConfig cfg;
+  cfg.mean = {0.485f, 0.456f, 0.406f};
+  cfg.std = {0.229f, 0.224f, 0.225f};
+  cfg.resize_w = 50;
+  cfg.resize_h = 41;
+  for (const char* layout : {"NCHW", "NHWC"})
+    for (const char* interp : {"bilinear", "bicubic", "nearest"})
+      for (int c : {1, 2, 3}) {
+        cfg.layout = layout;
+        cfg.interpolation = interp;
+        const Image img = random_u8_image(73, 88, c, uint32_t(c));
+        Image f = img;
+        f.pixels.assign(f.u8.begin(), f.u8.end());
+        f.u8.clear();
+        auto a = preprocess_image(img, cfg), b = preprocess_image(f, cfg);
+        auto rgb = preprocess_image(to_color(img, "RGB"), cfg);
+        ASSERT_TRUE(a.is_ok() && b.is_ok() && rgb.is_ok()) << a.status().message();
+        ASSERT_EQ(a->size(), size_t(3 * 50 * 41));
+        EXPECT_EQ(a.value(), b.value()) << layout << " " << interp << " x" << c;
+        EXPECT_EQ(a.value(), rgb.value()) << layout << " " << interp << " x" << c;
+      }
+  // Non-integral (windowed DICOM-like) grey samples: the float path commutes the same way.
+  Image g;
+  g.width = 31;
+  g.height = 17;
+  g.channels = 1;
+  for (int i = 0; i < 31 * 17; ++i) g.pixels.push_back(float((i * 37) % 256) * 0.75f + 0.125f);
+  cfg.layout = "NCHW";
+  cfg.interpolation = "bilinear";
+  auto a = preprocess_image(g, cfg), rgb = preprocess_image(to_color(g, "RGB"), cfg);
+  ASSERT_TRUE(a.is_ok() && rgb.is_ok());
+  EXPECT_EQ(a.value(), rgb.value());
 }
 
 TEST(Preprocess, LayoutsAndGray) {
@@ -501,7 +612,7 @@ TEST(Preprocess, LayoutsAndGray) {
   ASSERT_EQ(nchw->size(), size_t(3 * H * W));
   for (int c = 0; c < 3; ++c)
     for (int i = 0; i < H * W; ++i) {
-      const float expect = (src->pixels[i * 3 + c] / 255.f - cfg.mean[c]) / cfg.std[c];
+      const float expect = (src->at(size_t(i) * 3 + c) / 255.f - cfg.mean[c]) / cfg.std[c];
       ASSERT_EQ((*nchw)[c * H * W + i], expect);
       ASSERT_EQ((*nhwc)[i * 3 + c], expect);
     }

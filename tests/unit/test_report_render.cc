@@ -142,7 +142,7 @@ TEST_F(ReportRender, HeadlessChromiumRendersTheReport) {
   ASSERT_EQ(im.width, 1280);
   ASSERT_EQ(im.height, 2000);
   ASSERT_EQ(im.channels, 3);
-  auto px = [&](int x, int y, int c) { return im.pixels[(static_cast<size_t>(y) * im.width + x) * 3 + c]; };
+  auto px = [&](int x, int y, int c) { return im.at((static_cast<size_t>(y) * im.width + x) * 3 + c); };
   auto near = [&](int x, int y, int r0, int g0, int b0) {
     return std::abs(px(x, y, 0) - r0) <= 4 && std::abs(px(x, y, 1) - g0) <= 4 && std::abs(px(x, y, 2) - b0) <= 4;
   };

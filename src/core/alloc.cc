@@ -1,0 +1,16 @@
+#include "core/alloc.h"
+
+#include <malloc.h>
+
+#include <cstdlib>
+
+namespace medq {
+
+void tune_allocator() {
+  if (std::getenv("GLIBC_TUNABLES") || std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("MALLOC_MMAP_THRESHOLD_"))
+    return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+}  // namespace medq
