@@ -417,7 +417,10 @@ void Server::install_routes() {
           msg = row.status().with_context(what).message();
           return;
         }
-        data->insert(data->end(), row.value().begin(), row.value().end());
+        if (data->empty())
+          *data = std::move(row.value());  // one image (predict): no copy
+        else
+          data->insert(data->end(), row.value().begin(), row.value().end());
       }
     };
     const auto deadline = t_ctx.start + std::chrono::microseconds(static_cast<int64_t>(cfg_.deadline_ms * 1000));
