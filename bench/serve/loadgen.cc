@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   std::mutex mu;
   std::vector<double> lat;
   std::map<int, long> codes;
+  std::map<std::string, long> transport;  // code -1: httplib's error (Read, Write, Connection, ...)
   long errors = 0, ok = 0;
   std::vector<std::thread> ts;
   for (int t = 0; t < conc; ++t)
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
       if (!key.empty()) h.emplace("Authorization", "Bearer " + key);
       std::vector<double> my;
       std::map<int, long> my_codes;
+      std::map<std::string, long> my_transport;
       long my_err = 0, my_ok = 0;
       size_t i = t;
       while (true) {
@@ -102,6 +104,7 @@ int main(int argc, char** argv) {
         if (s < measure_from) continue;
         int code = r ? r->status : -1;
         my_codes[code]++;
+        if (!r) my_transport[httplib::to_string(r.error())]++;
         if (code == 200) {
           my_ok++;
           my.push_back(std::chrono::duration<double, std::milli>(e - s).count());
@@ -112,6 +115,7 @@ int main(int argc, char** argv) {
       std::lock_guard<std::mutex> lk(mu);
       lat.insert(lat.end(), my.begin(), my.end());
       for (auto& [k, v] : my_codes) codes[k] += v;
+      for (auto& [k, v] : my_transport) transport[k] += v;
       errors += my_err;
       ok += my_ok;
     });
@@ -120,8 +124,10 @@ int main(int argc, char** argv) {
   auto pct = [&](double p) { return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, size_t(p / 100 * lat.size()))]; };
   std::string cs;
   for (auto& [k, v] : codes) cs += (cs.empty() ? "" : ", ") + std::string("\"") + std::to_string(k) + "\": " + std::to_string(v);
+  std::string ts_;
+  for (auto& [k, v] : transport) ts_ += (ts_.empty() ? "" : ", ") + std::string("\"") + k + "\": " + std::to_string(v);
   std::printf("{\"concurrency\": %d, \"duration_s\": %.1f, \"ok\": %ld, \"errors\": %ld, \"throughput_rps\": %.2f, "
-              "\"p50_ms\": %.2f, \"p95_ms\": %.2f, \"p99_ms\": %.2f, \"codes\": {%s}}\n",
-              conc, duration, ok, errors, ok / duration, pct(50), pct(95), pct(99), cs.c_str());
+              "\"p50_ms\": %.2f, \"p95_ms\": %.2f, \"p99_ms\": %.2f, \"codes\": {%s}, \"transport_errors\": {%s}}\n",
+              conc, duration, ok, errors, ok / duration, pct(50), pct(95), pct(99), cs.c_str(), ts_.c_str());
   return 0;
 }

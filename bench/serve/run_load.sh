@@ -5,7 +5,9 @@
 #   bench/serve/run_load.sh [BUILD_DIR] [MODEL.onnx]
 # env: DURATION (s per level, default 15), LEVELS ("1 4 16 64"), THREADS (compute threads, 2),
 #      SEEDS=0 to skip the FastAPI stack, SELECTION (fp32|auto; default fp32: same model as seeds),
-#      SAT_REPEAT (paired bench/serve saturation measurements, default 3).
+#      SAT_REPEAT (paired bench/serve saturation measurements, default 3),
+#      INT8_MODEL + INT8_REPORT (the bundle's compressed model and its `medq validate` report.json;
+#      with SELECTION=auto|compressed the benches run INT8_MODEL, the model that then answers).
 # Prints one JSON line per (server, level), `medq bench --batch 8` and a summary table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,7 +35,11 @@ fi
 awk -F, 'NR > 1 { sub(/\r$/, "") } NR > 1 && $3 == "test" && n++ < 64 { print "'"$DATA"'/" $1 }' "$DATA/manifest.csv" > "$WORK/images.txt"
 mkdir -p "$WORK/models/brain"
 cp "$MODEL" "$WORK/models/brain/fp32.onnx"
-[ -n "${INT8_MODEL:-}" ] && cp "$INT8_MODEL" "$WORK/models/brain/model.onnx" && cp "$INT8_REPORT" "$WORK/models/brain/report.json"
+BENCH_MODEL=$MODEL
+if [ -n "${INT8_MODEL:-}" ]; then
+  cp "$INT8_MODEL" "$WORK/models/brain/model.onnx" && cp "$INT8_REPORT" "$WORK/models/brain/report.json"
+  if [ "$SELECTION" != fp32 ]; then BENCH_MODEL=$INT8_MODEL; fi
+fi
 
 wait_http() {  # port path
   for _ in $(seq 1 300); do
@@ -46,8 +52,8 @@ wait_http() {  # port path
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: figures are noisy)"
-echo "== medq bench $MODEL --batch 8 --threads $THREADS"
-OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench.txt"
+echo "== medq bench $BENCH_MODEL --batch 8 --threads $THREADS"
+OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench.txt"
 
 PORT=18431
 "$MEDQ" serve --model-dir "$WORK/models" --port $PORT --threads "$THREADS" --quiet --selection "$SELECTION" \
@@ -63,7 +69,7 @@ done | tee "$WORK/medq.jsonl"
 # alternations of `medq bench --batch 8` (the server idle) and 64 clients on the server; the ratio
 # of each pair, their median and range.
 for r in $(seq 1 "$SAT_REPEAT"); do
-  ips=$(OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$MODEL" --batch 8 --threads "$THREADS" --min-time 5 --json \
+  ips=$(OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" --min-time 5 --json \
         | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_ips"])')
   rps=$("$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" -c 64 -d 6 --warmup 1 \
         | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_rps"])')
@@ -75,7 +81,7 @@ kill -TERM $SERVE_PID
 wait $SERVE_PID || true
 # medq bench again after the load (the machine drifts): the saturation ratio uses the mean of both.
 echo "== medq bench again (after the load)"
-OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench2.txt"
+OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench2.txt"
 
 if [ "${SEEDS:-1}" != 0 ]; then
   SPORT=18432

@@ -29,14 +29,15 @@ PORT=18437
 PID=$!
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/v2/health/ready" > /dev/null 2>&1 && break; sleep 0.2; done
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$PID/status"; }
-echo "minute,requests_per_s,errors,rss_kb,codes"
+echo "minute,requests_per_s,errors,rss_kb,codes,transport_errors"
 echo "0,,,$(rss),"
 declare -a R
 for m in $(seq 1 "$MINUTES"); do
   out=$("$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" -c "$CLIENTS" -d 60 --warmup 0)
   R[$m]=$(rss)
-  # codes: the load generator's status histogram (-1: connection error or client timeout)
-  echo "$m,$(echo "$out" | sed -E 's/.*"throughput_rps": ?([0-9.]+).*/\1/'),$(echo "$out" | sed -E 's/.*"errors": ?([0-9]+).*/\1/'),${R[$m]},$(echo "$out" | sed -E 's/.*"codes": ?\{([^}]*)\}.*/\1/' | tr -d ' "' | tr , ' ')"
+  # codes: the load generator's status histogram (-1: no HTTP answer); transport_errors: for
+  # those, httplib's error kind (Read, Write, Connection, ...)
+  echo "$m,$(echo "$out" | sed -E 's/.*"throughput_rps": ?([0-9.]+).*/\1/'),$(echo "$out" | sed -E 's/.*"errors": ?([0-9]+).*/\1/'),${R[$m]},$(echo "$out" | sed -E 's/.*"codes": ?\{([^}]*)\}.*/\1/' | tr -d ' "' | tr , ' '),$(echo "$out" | sed -E 's/.*"transport_errors": ?\{([^}]*)\}.*/\1/' | tr -d ' "' | tr , ' ')"
 done
 half=$(( (MINUTES + 1) / 2 ))
 echo "rss growth minute $half -> $MINUTES: $(( (R[$MINUTES] - R[$half]) / 1024 )) MiB"
