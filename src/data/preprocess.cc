@@ -151,11 +151,10 @@ bool is_uint8_image(const Image& img) {
 
 namespace {
 
-// The samples of an image that is_uint8_image() accepts, as bytes.
-std::vector<uint8_t> bytes_of(const Image& img) {
-  if (img.is_u8()) return img.u8;
-  std::vector<uint8_t> b(img.pixels.size());
-  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(img.pixels[i]);
+// The float samples of an image that is_uint8_image() accepts, as bytes.
+std::vector<uint8_t> bytes_of(const std::vector<float>& pixels) {
+  std::vector<uint8_t> b(pixels.size());
+  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(pixels[i]);
   return b;
 }
 
@@ -173,6 +172,9 @@ void to_rgb(const std::vector<T>& in, int c, size_t npix, std::vector<T>* out) {
   }
 }
 
+// Whether to_color(img, color) changes an image of c channels (it converts to "RGB" and "L" only).
+bool changes_color(int c, const std::string& color) { return (color == "RGB" && c != 3) || (color == "L" && c != 1); }
+
 // Pillow Convert.c for 8-bit data: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
 inline int32_t luma8(int32_t r, int32_t g, int32_t b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
 
@@ -181,7 +183,7 @@ inline int32_t luma8(int32_t r, int32_t g, int32_t b) { return (r * 19595 + g * 
 Image to_color(const Image& img, const std::string& color) {
   const size_t npix = size_t(img.width) * size_t(img.height);
   const int c = img.channels;
-  if ((color == "RGB" && c == 3) || (color == "L" && c == 1) || (color != "RGB" && color != "L")) return img;
+  if (!changes_color(c, color)) return img;
   Image out;
   out.width = img.width;
   out.height = img.height;
@@ -531,9 +533,9 @@ Result<Image> resize(const Image& img, int w, int h, const std::string& interpol
     else
       out.pixels = resize_nearest(img.pixels, img.width, img.height, ch, w, h);
   } else if (is_uint8_image(img)) {  // Pillow's 8-bit path: fixed-point, rounded to bytes between passes
-    const std::vector<uint8_t> copy = img.is_u8() ? std::vector<uint8_t>() : bytes_of(img);
-    out.u8 = resample_inner<uint8_t>(img.is_u8() ? img.u8 : copy, img.width, img.height, ch, w, h, *f,
-                                     horizontal_8bpc, vertical_8bpc);
+    std::vector<uint8_t> converted;  // integral float samples as bytes
+    const std::vector<uint8_t>& bytes = img.is_u8() ? img.u8 : (converted = bytes_of(img.pixels));
+    out.u8 = resample_inner<uint8_t>(bytes, img.width, img.height, ch, w, h, *f, horizontal_8bpc, vertical_8bpc);
   } else {
     out.pixels = resample_inner<float>(img.pixels, img.width, img.height, ch, w, h, *f,
                                        horizontal_f32, vertical_f32);
@@ -554,12 +556,10 @@ Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessCo
   const bool grey_to_rgb = cfg.color == "RGB" && img.channels <= 2;
   const Image* x = &img;
   Image colored, resized;
-  if (img.channels == 2 || !grey_to_rgb) {
-    const std::string target = grey_to_rgb ? "L" : cfg.color;  // LA -> L keeps the grey channel
-    if (!((target == "RGB" && img.channels == 3) || (target == "L" && img.channels == 1))) {
-      colored = to_color(img, target);
-      x = &colored;
-    }
+  const std::string target = grey_to_rgb ? "L" : cfg.color;  // LA -> L keeps the grey channel
+  if (changes_color(img.channels, target)) {  // (to_color would return a copy otherwise)
+    colored = to_color(img, target);
+    x = &colored;
   }
   if (cfg.resize_w > 0 && cfg.resize_h > 0 && (cfg.resize_w != x->width || cfg.resize_h != x->height)) {
     ASSIGN_OR_RETURN(resized, resize(*x, cfg.resize_w, cfg.resize_h, cfg.interpolation));
