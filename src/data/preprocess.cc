@@ -547,7 +547,10 @@ Result<Image> resize(const Image& img, int w, int h, const std::string& interpol
 // Full pipeline
 // ------------------------------------------------------------------------------------------
 
-Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg) {
+namespace {
+// The pipeline, writing into the buffer that get_dst(n floats) returns (nullptr: refuse n).
+template <class GetDst>
+Status preprocess_with(const Image& img, const PreprocessConfig& cfg, GetDst get_dst) {
   RETURN_IF_ERROR(validate_preprocess_config(cfg));
   if (!img.well_formed()) return invalid_argument("preprocess: malformed input image");
   // Grey -> RGB replicates one channel, and resampling treats every channel alike (same
@@ -572,7 +575,9 @@ Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessCo
   const double n_round = std::round(inv);
   const bool use_div = n_round >= 1.0 && std::fabs(inv - n_round) <= 1e-6 * n_round;
   const float divisor = float(n_round);
-  std::vector<float> dst(HW * C);
+  float* const dst = get_dst(HW * C);
+  if (!dst) return invalid_argument("preprocess: image is " + std::to_string(W) + "x" + std::to_string(H) + "x" +
+                                    std::to_string(C) + " after resizing, not the size the destination expects");
   const bool nchw = cfg.layout == "NCHW";
   for (int c = 0; c < C; ++c) {
     const float mean = cfg.mean.size() == 1 ? cfg.mean[0] : cfg.mean[size_t(c)];
@@ -582,7 +587,7 @@ Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessCo
       return (v - mean) / sd;
     };
     const int sc = grey_to_rgb ? 0 : c;  // source channel
-    float* out = nchw ? dst.data() + size_t(c) * HW : dst.data() + c;
+    float* out = nchw ? dst + size_t(c) * HW : dst + c;
     const size_t step = nchw ? 1 : size_t(C);
     if (x->is_u8()) {
       float lut[256];  // the same float operations per byte value, computed once
@@ -594,7 +599,21 @@ Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessCo
       for (size_t i = 0; i < HW; ++i) out[i * step] = normalise(in[i * SC]);
     }
   }
-  return dst;
+  return Status::ok();
+}
+}  // namespace
+
+Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg) {
+  std::vector<float> out;
+  RETURN_IF_ERROR(preprocess_with(img, cfg, [&](size_t n) {
+    out.resize(n);
+    return out.data();
+  }));
+  return out;
+}
+
+Status preprocess_image_into(const Image& img, const PreprocessConfig& cfg, float* dst, size_t n) {
+  return preprocess_with(img, cfg, [&](size_t need) { return need == n ? dst : nullptr; });
 }
 
 }  // namespace medq

@@ -61,5 +61,8 @@ bool is_uint8_image(const Image& img);
 // Full pipeline for one image: to_color -> resize (if resize_w/h > 0) -> scale -> normalise ->
 // layout. Returns channels*h*w floats, CHW for "NCHW", HWC for "NHWC".
 Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg);
+// The same into dst, which holds n floats: an error (nothing written) when the image would
+// give another number of values (no resize configured and another size, another colour).
+Status preprocess_image_into(const Image& img, const PreprocessConfig& cfg, float* dst, size_t n);
 
 }  // namespace medq

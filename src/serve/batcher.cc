@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -51,9 +52,22 @@ bool Batcher::submit(std::vector<float> data, int64_t rows, Clock::time_point de
   auto it = std::make_unique<Item>();
   it->data = std::move(data);
   it->rows = rows;
-  it->enqueued = Clock::now();
   it->deadline = deadline;
+  return enqueue(std::move(it), out);
+}
+
+bool Batcher::submit(FillFn fill, int64_t rows, Clock::time_point deadline, std::future<BatchResult>* out) {
+  auto it = std::make_unique<Item>();
+  it->fill = std::move(fill);
+  it->rows = rows;
+  it->deadline = deadline;
+  return enqueue(std::move(it), out);
+}
+
+bool Batcher::enqueue(std::unique_ptr<Item> it, std::future<BatchResult>* out) {
+  it->enqueued = Clock::now();
   *out = it->done.get_future();
+  const int64_t rows = it->rows;
   std::lock_guard<std::mutex> lk(mu_);
   // A request larger than the whole queue is still accepted into an empty queue.
   if (stopping_ || (q_rows_ > 0 && q_rows_ + rows > opt_.queue_capacity)) return false;
@@ -64,14 +78,79 @@ bool Batcher::submit(std::vector<float> data, int64_t rows, Clock::time_point de
   return true;
 }
 
-void Batcher::Incoming::release() {
-  if (rows_ == 0) return;
-  {
-    std::lock_guard<std::mutex> lk(b_->mu_);
-    b_->incoming_ -= rows_;
+int64_t Batcher::fill_rows(std::vector<std::unique_ptr<Item>>& live, Tensor& x, Clock::time_point start) {
+  struct Task {
+    size_t item;
+    int64_t row;
+    float* dst;
+  };
+  std::vector<Task> tasks;
+  float* base = x.data<float>();
+  int64_t off = 0;
+  for (size_t i = 0; i < live.size(); ++i) {
+    if (live[i]->fill)
+      for (int64_t r = 0; r < live[i]->rows; ++r) tasks.push_back({i, r, base + (off + r) * row_elems_});
+    off += live[i]->rows;
   }
-  rows_ = 0;
-  b_->cv_.notify_one();
+  if (tasks.empty()) return off;
+  std::vector<int> code(live.size(), 0);
+  std::vector<std::string> msg(live.size());
+  std::mutex err_mu;
+  const int n = static_cast<int>(tasks.size());
+  const int nt = std::max(1, std::min(opt_.fill_threads, n));
+  // One upload per iteration, dynamically: JPEGs, PNGs and DICOMs of one batch differ in cost.
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int t = 0; t < n; ++t) {
+    const Task& k = tasks[t];
+    std::string m;
+    int c;
+    try {
+      c = live[k.item]->fill(k.row, k.dst, &m);
+    } catch (const std::exception& e) {  // nothing may leave an OpenMP region
+      c = 500;
+      m = std::string("preprocessing failed: ") + e.what();
+    }
+    if (c != 0) {
+      std::lock_guard<std::mutex> lk(err_mu);
+      if (code[k.item] == 0) {
+        code[k.item] = c;
+        msg[k.item] = std::move(m);
+      }
+    }
+  }
+  if (std::all_of(code.begin(), code.end(), [](int c) { return c == 0; })) return off;
+  // Answer the bad uploads now and run the others without their rows.
+  std::vector<std::unique_ptr<Item>> kept;
+  std::vector<std::pair<int64_t, int64_t>> spans;  // (first row in x, rows) of each kept item
+  int64_t kept_rows = 0;
+  off = 0;
+  for (size_t i = 0; i < live.size(); ++i) {
+    const int64_t rows = live[i]->rows;
+    if (code[i] != 0) {
+      BatchResult r;
+      r.http_error = code[i];
+      r.status = Status(StatusCode::kInvalidArgument, msg[i]);
+      r.queue_ms = ms_between(live[i]->enqueued, start);
+      live[i]->done.set_value(std::move(r));
+    } else {
+      spans.emplace_back(off, rows);
+      kept_rows += rows;
+      kept.push_back(std::move(live[i]));
+    }
+    off += rows;
+  }
+  live = std::move(kept);
+  if (kept_rows == 0) return 0;
+  Shape s = row_shape_;
+  s.insert(s.begin(), kept_rows);
+  Tensor y(DataType::kFloat32, s);
+  float* dst = y.data<float>();
+  for (const auto& [first, rows] : spans) {
+    std::memcpy(dst, base + first * row_elems_, static_cast<size_t>(rows * row_elems_) * sizeof(float));
+    dst += rows * row_elems_;
+  }
+  x = std::move(y);
+  return kept_rows;
 }
 
 void Batcher::loop() {
@@ -84,12 +163,6 @@ void Batcher::loop() {
       // Wait for company until max_batch rows are queued or the oldest waited max_delay.
       auto until = q_.front()->enqueued + std::chrono::microseconds(static_cast<int64_t>(opt_.max_delay_ms * 1000));
       cv_.wait_until(lk, until, [&] { return stopping_ || q_rows_ >= opt_.max_batch; });
-      // Rows being decoded right now will be here in a moment: wait for them rather than run a
-      // part-filled batch (bounded by max_delay from now).
-      if (!stopping_ && q_rows_ < opt_.max_batch && incoming_.load() > 0) {
-        const auto more = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(opt_.max_delay_ms * 1000));
-        cv_.wait_until(lk, more, [&] { return stopping_ || q_rows_ >= opt_.max_batch || incoming_.load() <= 0; });
-      }
       int64_t rows = 0;
       while (!q_.empty() && (batch.empty() || rows + q_.front()->rows <= opt_.max_batch)) {
         rows += q_.front()->rows;
@@ -120,10 +193,19 @@ void Batcher::loop() {
     s.insert(s.begin(), rows);
     Tensor x(DataType::kFloat32, s);
     float* dst = x.data<float>();
+    bool deferred = false;
     for (auto& it : live) {
-      std::memcpy(dst, it->data.data(), it->data.size() * sizeof(float));
-      dst += it->data.size();
+      deferred = deferred || static_cast<bool>(it->fill);
+      if (!it->fill) std::memcpy(dst, it->data.data(), it->data.size() * sizeof(float));
+      dst += it->rows * row_elems_;
     }
+    const auto fill_start = Clock::now();
+    rows = fill_rows(live, x, start);
+    const auto fill_end = Clock::now();
+    const double decode_ms = ms_between(fill_start, fill_end);
+    if (live.empty()) continue;
+    if (metrics_ && deferred)
+      metrics_->observe("medq_decode_seconds", {{"model", model_}}, decode_ms / 1000);
     BatchRun run;
     try {
       run = fn_(x);
@@ -131,7 +213,7 @@ void Batcher::loop() {
       run.status = internal_error(std::string("batch run threw: ") + e.what());
     }
     const auto end = Clock::now();
-    const double compute_ms = ms_between(start, end);
+    const double compute_ms = ms_between(fill_end, end);
     if (metrics_) {
       metrics_->observe("medq_compute_seconds", {{"model", model_}}, compute_ms / 1000);
       metrics_->observe("medq_batch_size", {{"model", model_}}, static_cast<double>(rows));
@@ -144,6 +226,7 @@ void Batcher::loop() {
       r.status = run.status;
       r.queue_ms = ms_between(it->enqueued, start);
       r.compute_ms = compute_ms;
+      r.decode_ms = decode_ms;
       r.batch_rows = static_cast<int>(rows);
       if (metrics_) metrics_->observe("medq_queue_seconds", {{"model", model_}}, r.queue_ms / 1000);
       if (run.status.is_ok()) {

@@ -1,6 +1,6 @@
 // Dynamic batching: one thread per model gathers queued requests until max_batch rows are
-// waiting or the oldest has waited max_delay (plus up to max_delay for rows that connection
-// threads are still decoding, see Incoming), concatenates them into one [rows, C, H, W] tensor
+// waiting or the oldest has waited max_delay, fills the uploads' rows (decode + preprocess, in
+// parallel on the model's OpenMP threads), concatenates them into one [rows, C, H, W] tensor
 // and runs it once. The queue is bounded (submit fails -> 503) and every request carries a
 // deadline (expired requests are answered without running -> 504).
 #pragma once
@@ -32,8 +32,9 @@ struct BatchResult {
   int64_t classes = 0;
   std::string model_used;
   bool fallback = false;
-  double queue_ms = 0, compute_ms = 0;
+  double queue_ms = 0, compute_ms = 0, decode_ms = 0;
   int batch_rows = 0;
+  int http_error = 0;  // a client error found while filling the request's rows (status says what)
 };
 
 // Runs one concatenated batch: returns logits [rows, classes] and the variant used.
@@ -45,12 +46,18 @@ struct BatchRun {
 };
 using BatchFn = std::function<BatchRun(const Tensor& x)>;
 
+// Fills row `row` of a request (row_elems floats at dst): decodes and preprocesses its upload.
+// Returns 0, or the HTTP status of a client error with the message in *msg. Runs on one of the
+// batcher's compute threads right before the batch runs, so it must own what it reads.
+using FillFn = std::function<int(int64_t row, float* dst, std::string* msg)>;
+
 class Batcher {
  public:
   struct Options {
     int max_batch = 8;
     double max_delay_ms = 3;
     int queue_capacity = 256;  // rows
+    int fill_threads = 1;      // OpenMP threads that fill deferred rows (the model's compute threads)
   };
   // row_shape: [C, H, W]; fn runs on the batcher thread.
   Batcher(std::string model, Shape row_shape, Options opt, BatchFn fn, Metrics* metrics);
@@ -59,36 +66,27 @@ class Batcher {
   // Enqueues `rows` rows (rows * prod(row_shape) floats). Fails with kUnavailable-like status
   // (returned as false) when the queue is full or stopping.
   bool submit(std::vector<float> data, int64_t rows, Clock::time_point deadline, std::future<BatchResult>* out);
+  // Enqueues `rows` rows that `fill` writes when their batch is assembled: the batch's uploads
+  // are decoded in parallel by the same OpenMP team that then runs the model (no hand-off
+  // between decoder and compute threads, no decoder preempting a compute thread mid-barrier).
+  bool submit(FillFn fill, int64_t rows, Clock::time_point deadline, std::future<BatchResult>* out);
   int queued_rows() const;
   // Stops accepting work; the thread finishes everything already queued.
   void stop();
 
-  // Rows a connection thread is decoding for this model and will submit in a moment. When a
-  // batch is not full and such rows exist, the batcher waits for them (at most max_delay more):
-  // a saturated server then runs full batches instead of whatever arrived during the previous
-  // run. Construct before decoding; release() right before submit (the destructor releases
-  // too, e.g. after a decode error).
-  class Incoming {
-   public:
-    Incoming(Batcher& b, int64_t rows) : b_(&b), rows_(rows) { b_->incoming_ += rows_; }
-    ~Incoming() { release(); }
-    Incoming(const Incoming&) = delete;
-    Incoming& operator=(const Incoming&) = delete;
-    void release();
-
-   private:
-    Batcher* b_;
-    int64_t rows_;
-  };
-
  private:
   struct Item {
     std::vector<float> data;
+    FillFn fill;  // set: data is empty and fill writes the rows
     int64_t rows;
     Clock::time_point enqueued, deadline;
     std::promise<BatchResult> done;
   };
   void loop();
+  bool enqueue(std::unique_ptr<Item> it, std::future<BatchResult>* out);
+  // Runs the deferred fills of `live` into x (rows at offsets off); answers and drops the
+  // items whose upload was bad, compacting x. Returns the rows left.
+  int64_t fill_rows(std::vector<std::unique_ptr<Item>>& live, Tensor& x, Clock::time_point start);
 
   std::string model_;
   Shape row_shape_;
@@ -100,7 +98,6 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Item>> q_;
   int64_t q_rows_ = 0;
-  std::atomic<int64_t> incoming_{0};
   bool stopping_ = false;
   std::thread th_;
 };

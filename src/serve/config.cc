@@ -4,7 +4,6 @@
 
 #include "core/fileio.h"
 #include "eval/gate.h"
-#include "serve/decode_pool.h"
 
 namespace medq::serve {
 
@@ -90,10 +89,9 @@ Status apply_config_json(const json& j, ServeConfig* c) {
       RETURN_IF_ERROR(set_num(&c->threads));
     } else if (k == "http_threads") {
       RETURN_IF_ERROR(set_num(&c->http_threads));
-    } else if (k == "decode_threads") {
-      RETURN_IF_ERROR(set_num(&c->decode_threads));
-    } else if (k == "decode_priority") {
-      ASSIGN_OR_RETURN(c->decode_priority, str(v, k));
+    } else if (k == "decode_threads" || k == "decode_priority") {
+      return invalid_argument("config: '" + k + "' is gone: uploads are decoded on the model's compute threads "
+                              "('threads') right before their batch runs");
     } else if (k == "tune_kernels") {
       ASSIGN_OR_RETURN(c->tune_kernels, boolean(v, k));
     } else if (k == "batching") {
@@ -196,10 +194,6 @@ Status validate_config(const ServeConfig& c) {
   if (c.port < 0 || c.port > 65535) return invalid_argument("port " + std::to_string(c.port) + " out of range");
   if (c.threads < 0) return invalid_argument("threads must be >= 0");
   if (c.http_threads < 2) return invalid_argument("http_threads must be >= 2");
-  if (c.decode_threads < 0) return invalid_argument("decode_threads must be >= 0");
-  DecodePool::Priority prio;
-  if (!parse_decode_priority(c.decode_priority, &prio))
-    return invalid_argument("decode_priority must be idle or normal, got '" + c.decode_priority + "'");
   if (c.max_batch < 1) return invalid_argument("batching.max_batch must be >= 1");
   if (c.max_delay_ms < 0) return invalid_argument("batching.max_delay_ms must be >= 0");
   if (c.queue_capacity < 1) return invalid_argument("batching.queue_capacity must be >= 1");

@@ -19,8 +19,6 @@ struct ServeConfig {
   int port = 8000;                 // 0: pick a free port (tests)
   int threads = 0;                 // compute threads per model session (0: all cores)
   int http_threads = 128;          // connection handler threads (one per open keep-alive connection)
-  int decode_threads = 0;          // image decode + preprocessing threads (0: one per CPU)
-  std::string decode_priority = "idle";  // idle (SCHED_IDLE: only cycles the model leaves) | normal
   bool tune_kernels = false;       // time oneDNN's convolution implementations per batch size at warm-up
 
   // Dynamic batching (per model).

@@ -47,6 +47,7 @@ Metrics::Metrics() {
   declare("medq_request_seconds", "histogram", "End-to-end request latency by endpoint", lat);
   declare("medq_queue_seconds", "histogram", "Time a request waited in the batch queue", lat);
   declare("medq_compute_seconds", "histogram", "Session run time of a batch", lat);
+  declare("medq_decode_seconds", "histogram", "Decode + preprocessing time of a batch's uploads (on the compute threads)", lat);
   declare("medq_batch_size", "histogram", "Rows per executed batch", {1, 2, 4, 8, 16, 32, 64});
   declare("medq_model_used_total", "counter", "Rows answered, by model and variant (compressed/fp32)");
   declare("medq_fallbacks_total", "counter", "Compressed model failures answered by the fp32 model");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/fileio.h"
 #include "eval/runner.h"
@@ -68,6 +69,20 @@ Status check_output(const Tensor& y, int64_t rows, const std::string& what) {
 
 Result<std::shared_ptr<ServedModel>> ServedModel::load(const std::string& name, const std::string& dir,
                                                        const ServeConfig& cfg, Metrics* metrics) {
+  // Loading and warm-up run OpenMP regions (kernel plans, arenas), which give the calling thread
+  // an OpenMP pool of its own that lives as long as that thread. libgomp counts every pooled
+  // thread, and once there are more than CPUs it cuts the spin of all waiting workers from
+  // GOMP_SPINCOUNT to at most 1000: the batcher's compute threads then sleep and are woken
+  // around every barrier (a 2-core server loading on its main thread measured ~35 futex sleeps per
+  // int8 batch of 8, 17 context switches per request). A thread that exits releases its pool, so
+  // the work runs on one that does; the batcher's thread then owns the only pool.
+  Result<std::shared_ptr<ServedModel>> out = internal_error("model load did not run");
+  std::thread([&] { out = load_here(name, dir, cfg, metrics); }).join();
+  return out;
+}
+
+Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& name, const std::string& dir,
+                                                            const ServeConfig& cfg, Metrics* metrics) {
   auto m = std::shared_ptr<ServedModel>(new ServedModel());
   m->name_ = name;
   m->cfg_ = cfg;
@@ -190,6 +205,12 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load(const std::string& name, 
 }
 
 Result<std::vector<float>> ServedModel::preprocess(const Image& img) const { return preprocess_image(img, pre_); }
+
+Status ServedModel::preprocess_into(const Image& img, float* dst) const {
+  int64_t row = 1;  // [C, H, W] (the batch dimension may be symbolic)
+  for (size_t i = 1; i < input_shape_.size(); ++i) row *= input_shape_[i];
+  return preprocess_image_into(img, pre_, dst, static_cast<size_t>(row));
+}
 
 void ServedModel::switch_to_fp32(const std::string& why) {
   if (use_compressed_.exchange(false)) {

@@ -56,11 +56,15 @@ class ServedModel {
 
   // Decoded image -> one input row (C*H*W floats), with the model's preprocessing.
   Result<std::vector<float>> preprocess(const Image& img) const;
+  // One row (the input's [C, H, W] floats) written at dst.
+  Status preprocess_into(const Image& img, float* dst) const;
   // Runs a [rows, C, H, W] batch with fallback and shadow validation. Thread-safe; the batcher
   // calls it from one thread per model.
   Result<RunOutput> run(const Tensor& x);
 
  private:
+  static Result<std::shared_ptr<ServedModel>> load_here(const std::string& name, const std::string& dir,
+                                                        const ServeConfig& cfg, Metrics* metrics);
   void record_shadow(const Tensor& a, const Tensor& b);
   void switch_to_fp32(const std::string& why);
 

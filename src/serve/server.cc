@@ -66,6 +66,7 @@ Result<std::shared_ptr<Server::Slot>> Server::make_slot(const std::string& name)
   bo.max_batch = cfg_.max_batch;
   bo.max_delay_ms = cfg_.max_delay_ms;
   bo.queue_capacity = cfg_.queue_capacity;
+  bo.fill_threads = cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   Shape row(model->input_shape().begin() + 1, model->input_shape().end());
   s->batcher = std::make_unique<Batcher>(
       name, row, bo,
@@ -99,11 +100,6 @@ Status Server::start() {
   } else {
     http_ = std::make_unique<httplib::Server>();
   }
-  DecodePool::Priority prio = DecodePool::Priority::kIdle;
-  parse_decode_priority(cfg_.decode_priority, &prio);  // validated above
-  decode_ = std::make_unique<DecodePool>(cfg_.decode_threads, prio);
-  if (prio == DecodePool::Priority::kIdle && !decode_->idle_priority())
-    log_event("warn", "decode_priority", {{"message", "SCHED_IDLE refused; decoders run at normal priority"}});
   const int pool = cfg_.http_threads;
   http_->new_task_queue = [pool] { return new httplib::ThreadPool(static_cast<size_t>(pool)); };
   http_->set_payload_max_length(static_cast<size_t>(cfg_.max_body_bytes));
@@ -352,12 +348,13 @@ void Server::install_routes() {
     bool ok = false;
     BatchResult r;
   };
-  auto infer = [this](Slot& s, std::vector<float> data, int64_t rows, httplib::Response& res) {
+  // payload: the rows (std::vector<float>) or a FillFn that decodes them on the batcher.
+  auto infer = [this](Slot& s, auto payload, int64_t rows, httplib::Response& res) {
     Answer a;
     t_ctx.rows = static_cast<int>(rows);
     const auto deadline = t_ctx.start + std::chrono::microseconds(static_cast<int64_t>(cfg_.deadline_ms * 1000));
     std::future<BatchResult> fut;
-    if (!s.batcher->submit(std::move(data), rows, deadline, &fut)) {
+    if (!s.batcher->submit(std::move(payload), rows, deadline, &fut)) {
       res.set_header("Retry-After", "1");
       send_error(res, 503, "model '" + s.model->name() + "' queue is full; retry later");
       return a;
@@ -369,6 +366,10 @@ void Server::install_routes() {
     a.r = fut.get();
     if (a.r.deadline_exceeded) {
       send_error(res, 504, "deadline of " + std::to_string(static_cast<int>(cfg_.deadline_ms)) + " ms exceeded while queued");
+      return a;
+    }
+    if (a.r.http_error != 0) {  // a bad upload, found while decoding it
+      send_error(res, a.r.http_error, a.r.status.message());
       return a;
     }
     if (!a.r.status.is_ok()) {
@@ -393,52 +394,34 @@ void Server::install_routes() {
     return v;
   };
 
-  // Decodes + preprocesses every upload into one rows buffer, on the decode pool (see
-  // decode_pool.h; it sees no thread_local request context, so errors come back as code +
-  // message); false after answering an error, 503 + Retry-After if no decoder got to it before
-  // the request's deadline.
-  auto prepare = [this](const ServedModel& m, const std::vector<std::pair<std::string, const std::string*>>& ups,
-                        std::vector<float>* data, httplib::Response& res) {
-    int code = 0;
-    std::string msg;
-    const std::function<void()> job = [&] {
-      for (size_t i = 0; i < ups.size(); ++i) {
-        // Errors name the part index, never the client's file name (it may carry patient data).
-        const std::string what = "image[" + std::to_string(i) + "]";
-        auto img = decode_upload(*ups[i].second, what, cfg_.max_pixels);
-        if (!img.is_ok()) {
-          code = http_status_for(img.status());
-          msg = img.status().message();
-          return;
-        }
-        auto row = m.preprocess(img.value());
-        if (!row.is_ok()) {
-          code = 400;
-          msg = row.status().with_context(what).message();
-          return;
-        }
-        if (data->empty())
-          *data = std::move(row.value());  // one image (predict): no copy
-        else
-          data->insert(data->end(), row.value().begin(), row.value().end());
+  // The uploads as rows that the model's batcher decodes and preprocesses when their batch runs,
+  // on the compute threads (Batcher::FillFn). The bytes are copied: a request answered 504 is
+  // gone while its rows may still be queued. model outlives the closure: a slot's batcher
+  // drains its queue before the slot's model is destroyed.
+  auto deferred = [this](const ServedModel& m, const std::vector<std::pair<std::string, const std::string*>>& ups) {
+    std::vector<std::string> bytes;
+    bytes.reserve(ups.size());
+    for (const auto& u : ups) bytes.push_back(*u.second);
+    const int64_t max_pixels = cfg_.max_pixels;
+    return FillFn([&m, max_pixels, bytes = std::move(bytes)](int64_t row, float* dst, std::string* msg) {
+      // Errors name the part index, never the client's file name (it may carry patient data).
+      const std::string what = "image[" + std::to_string(row) + "]";
+      auto img = decode_upload(bytes[static_cast<size_t>(row)], what, max_pixels);
+      if (!img.is_ok()) {
+        *msg = img.status().message();
+        return http_status_for(img.status());
       }
-    };
-    const auto deadline = t_ctx.start + std::chrono::microseconds(static_cast<int64_t>(cfg_.deadline_ms * 1000));
-    if (!decode_->run(job, deadline)) {
-      res.set_header("Retry-After", "1");
-      send_error(res, 503, "no decoder became free within the deadline of " +
-                               std::to_string(static_cast<int>(cfg_.deadline_ms)) + " ms");
-      return false;
-    }
-    if (code != 0) {
-      send_error(res, code, msg);
-      return false;
-    }
-    return true;
+      Status st = m.preprocess_into(img.value(), dst);
+      if (!st.is_ok()) {
+        *msg = st.with_context(what).message();
+        return 400;
+      }
+      return 0;
+    });
   };
 
   h.Post(std::string("/v1/models/") + kName + "/predict",
-         [this, model_or_404, infer, uploads, prepare](const httplib::Request& req, httplib::Response& res) {
+         [model_or_404, infer, uploads, deferred](const httplib::Request& req, httplib::Response& res) {
            t_ctx.endpoint = "predict";
            auto s = model_or_404(req.matches[1], res);
            if (!s) return;
@@ -448,24 +431,20 @@ void Server::install_routes() {
                                               : "predict takes one image; use predict_batch for several");
              return;
            }
-           Batcher::Incoming incoming(*s->batcher, 1);
-           std::vector<float> data;
-           if (!prepare(*s->model, ups, &data, res)) return;
-           incoming.release();
-           Answer a = infer(*s, std::move(data), 1, res);
+           Answer a = infer(*s, deferred(*s->model, ups), 1, res);
            if (!a.ok) return;
            json j = prediction_json(a.r.logits.data(), a.r.classes, s->model->labels());
            j["request_id"] = t_ctx.id;
            j["model"] = s->model->name();
            j["model_used"] = a.r.model_used;
            j["fallback"] = a.r.fallback;
-           j["timing_ms"] = {{"queue", a.r.queue_ms}, {"compute", a.r.compute_ms}, {"total", ms_since(t_ctx.start)}};
+           j["timing_ms"] = {{"queue", a.r.queue_ms}, {"decode", a.r.decode_ms}, {"compute", a.r.compute_ms}, {"total", ms_since(t_ctx.start)}};
            j["batch_rows"] = a.r.batch_rows;
            send_json(res, 200, j);
          });
 
   h.Post(std::string("/v1/models/") + kName + "/predict_batch",
-         [this, model_or_404, infer, uploads, prepare](const httplib::Request& req, httplib::Response& res) {
+         [this, model_or_404, infer, uploads, deferred](const httplib::Request& req, httplib::Response& res) {
            t_ctx.endpoint = "predict_batch";
            auto s = model_or_404(req.matches[1], res);
            if (!s) return;
@@ -481,11 +460,7 @@ void Server::install_routes() {
              return;
            }
            const int64_t rows = static_cast<int64_t>(ups.size());
-           Batcher::Incoming incoming(*s->batcher, rows);
-           std::vector<float> data;
-           if (!prepare(*s->model, ups, &data, res)) return;
-           incoming.release();
-           Answer a = infer(*s, std::move(data), rows, res);
+           Answer a = infer(*s, deferred(*s->model, ups), rows, res);
            if (!a.ok) return;
            json results = json::array();
            for (int64_t i = 0; i < rows; ++i) {
@@ -499,7 +474,7 @@ void Server::install_routes() {
                       {"model_used", a.r.model_used},
                       {"fallback", a.r.fallback},
                       {"results", results},
-                      {"timing_ms", {{"queue", a.r.queue_ms}, {"compute", a.r.compute_ms}, {"total", ms_since(t_ctx.start)}}}});
+                      {"timing_ms", {{"queue", a.r.queue_ms}, {"decode", a.r.decode_ms}, {"compute", a.r.compute_ms}, {"total", ms_since(t_ctx.start)}}}});
          });
 
   h.Post(std::string("/v2/models/") + kName + "/infer",

@@ -13,7 +13,6 @@
 #include "core/status.h"
 #include "serve/batcher.h"
 #include "serve/config.h"
-#include "serve/decode_pool.h"
 #include "serve/metrics.h"
 #include "serve/model.h"
 #include "serve/security.h"
@@ -60,7 +59,6 @@ class Server {
   Metrics metrics_;
   KeyStore keys_;
   RateLimiter limiter_;
-  std::unique_ptr<DecodePool> decode_;  // outlives http_ (declared first)
   std::unique_ptr<httplib::Server> http_;
   std::thread listen_thread_;
   int port_ = 0;

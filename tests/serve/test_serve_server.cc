@@ -138,40 +138,54 @@ TEST(ServeServer, EndpointsAnswerWithRealOutputs) {
   fs::remove_all(dir);
 }
 
-// Uploads are decoded on the decode pool: many clients through one decoder thread, at either
-// priority, all get the answer a lone request gets.
-TEST(ServeServer, ConcurrentUploadsThroughOneDecoderAtEitherPriority) {
+// Uploads are decoded on the model's compute threads when their batch runs: concurrent clients,
+// some sending garbage, land in shared batches; each good one gets the answer a lone request gets,
+// each bad one its own 415 while its batch runs without it.
+TEST(ServeServer, ConcurrentUploadsDecodedInTheirBatch) {
   LogCapture logs;
   std::string dir = temp_dir("decoders");
   write_bundle(dir, "tiny", "agree");
   const std::string png = png_bytes();
-  for (const char* prio : {"idle", "normal"}) {
-    ServeConfig cfg = base_config(dir);
-    cfg.decode_threads = 1;
-    cfg.decode_priority = prio;
-    auto r = start(cfg);
-    auto one = r.cli->Post("/v1/models/tiny/predict", png, "image/png");
-    ASSERT_EQ(one->status, 200) << one->body;
-    const json want = body_json(one)["probabilities"];
-    const int n = 12;
-    std::vector<json> got(n);
-    std::vector<int> status(n, 0);
-    std::vector<std::thread> ts;
-    for (int i = 0; i < n; ++i)
-      ts.emplace_back([&, i] {
-        httplib::Client c("127.0.0.1", r.server->port());
-        c.set_read_timeout(20, 0);
-        auto res = c.Post("/v1/models/tiny/predict", png, "image/png");
-        status[i] = res ? res->status : -1;
-        if (res && res->status == 200) got[i] = body_json(res)["probabilities"];
-      });
-    for (auto& t : ts) t.join();
-    for (int i = 0; i < n; ++i) {
-      EXPECT_EQ(status[i], 200) << prio << " request " << i;
-      EXPECT_EQ(got[i], want) << prio << " request " << i;
+  ServeConfig cfg = base_config(dir);
+  cfg.threads = 2;
+  cfg.max_batch = 4;
+  cfg.max_delay_ms = 50;
+  auto r = start(cfg);
+  auto one = r.cli->Post("/v1/models/tiny/predict", png, "image/png");
+  ASSERT_EQ(one->status, 200) << one->body;
+  const json want = body_json(one)["probabilities"];
+  const int n = 12;
+  std::vector<json> got(n);
+  std::vector<int> status(n, 0), rows(n, 0);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < n; ++i)
+    ts.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", r.server->port());
+      c.set_read_timeout(20, 0);
+      const bool bad = i % 4 == 3;
+      auto res = c.Post("/v1/models/tiny/predict", bad ? std::string("definitely not an image") : png,
+                        bad ? "application/octet-stream" : "image/png");
+      status[i] = res ? res->status : -1;
+      if (res && res->status == 200) {
+        got[i] = body_json(res)["probabilities"];
+        rows[i] = body_json(res)["batch_rows"].get<int>();
+      }
+    });
+  for (auto& t : ts) t.join();
+  int shared = 0;
+  for (int i = 0; i < n; ++i) {
+    if (i % 4 == 3) {
+      EXPECT_EQ(status[i], 415) << "request " << i;
+      continue;
     }
-    r.server->shutdown();
+    EXPECT_EQ(status[i], 200) << "request " << i;
+    EXPECT_EQ(got[i], want) << "request " << i;
+    shared += rows[i] > 1;
   }
+  EXPECT_GT(shared, 0) << "no two uploads shared a batch";
+  const std::string metrics = r.cli->Get("/metrics")->body;
+  EXPECT_NE(metrics.find("medq_decode_seconds_count{model=\"tiny\"}"), std::string::npos);
+  r.server->shutdown();
   fs::remove_all(dir);
 }
 

@@ -2,6 +2,8 @@
 // request parsing, metrics text, request ids, the batcher.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -144,45 +146,91 @@ TEST(ServeUnits, BatcherGroupsRowsAndKeepsOrder) {
   EXPECT_EQ(runs.load(), 2);
 }
 
-TEST(ServeUnits, BatcherWaitsForRowsBeingDecoded) {
-  // One row queued and three rows still "decoding" that arrive after the first row's max_delay
-  // (300 ms) is over: the batcher keeps waiting for them (up to another max_delay) and runs one
-  // batch of 4 instead of a batch of 1 followed by one of 3. Margins are 150 ms either side.
-  std::vector<int> sizes;
+// Deferred rows are filled on the batcher's threads right before the run, beside rows submitted
+// as floats; a request whose fill fails is answered with its HTTP status and message, and the
+// batch runs without its rows (the others' rows stay in order).
+TEST(ServeUnits, BatcherFillsDeferredRowsAndDropsBadOnes) {
+  std::vector<std::vector<float>> inputs;
   std::mutex mu;
   Batcher::Options o;
-  o.max_batch = 4;
-  o.max_delay_ms = 300;
-  o.queue_capacity = 64;
-  Batcher b("m", {1}, o, [&](const Tensor& x) {
+  o.max_batch = 8;
+  o.max_delay_ms = 200;
+  o.fill_threads = 2;
+  Batcher b("m", {2}, o, [&](const Tensor& x) {
     {
       std::lock_guard<std::mutex> lk(mu);
-      sizes.push_back(static_cast<int>(x.dim(0)));
+      inputs.emplace_back(x.data<float>(), x.data<float>() + x.numel());
     }
     BatchRun r;
     r.logits = Tensor(DataType::kFloat32, {x.dim(0), 1});
-    std::memcpy(r.logits.data<float>(), x.data<float>(), x.dim(0) * sizeof(float));
+    for (int64_t i = 0; i < x.dim(0); ++i) r.logits.data<float>()[i] = x.data<float>()[2 * i] + x.data<float>()[2 * i + 1];
     r.model_used = "fp32";
     return r;
   }, nullptr);
-  auto deadline = Clock::now() + std::chrono::seconds(10);
-  std::vector<std::unique_ptr<Batcher::Incoming>> decoding;
-  for (int i = 0; i < 3; ++i) decoding.push_back(std::make_unique<Batcher::Incoming>(b, 1));
-  std::vector<std::future<BatchResult>> fs(4);
-  ASSERT_TRUE(b.submit({0.f}, 1, deadline, &fs[0]));
-  std::this_thread::sleep_for(std::chrono::milliseconds(450));
-  for (int i = 1; i < 4; ++i) {
-    decoding[i - 1]->release();
-    ASSERT_TRUE(b.submit({float(i)}, 1, deadline, &fs[i]));
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  // Request k: a fill writing (k, 10k) per row, or failing for k == 2 (row 1 of 2) and k == 4.
+  auto fill = [](int k) {
+    return FillFn([k](int64_t row, float* dst, std::string* msg) {
+      if ((k == 2 && row == 1) || k == 4) {
+        *msg = "upload " + std::to_string(k) + " is bad";
+        return k == 2 ? 415 : 413;
+      }
+      dst[0] = float(k);
+      dst[1] = 10.f * float(k) + float(row);
+      return 0;
+    });
+  };
+  std::vector<std::future<BatchResult>> fs(6);
+  ASSERT_TRUE(b.submit(fill(0), 1, deadline, &fs[0]));
+  ASSERT_TRUE(b.submit(std::vector<float>{100.f, 1.f}, 1, deadline, &fs[1]));
+  ASSERT_TRUE(b.submit(fill(2), 2, deadline, &fs[2]));
+  ASSERT_TRUE(b.submit(fill(3), 2, deadline, &fs[3]));
+  ASSERT_TRUE(b.submit(fill(4), 1, deadline, &fs[4]));
+  ASSERT_TRUE(b.submit(fill(5), 1, deadline, &fs[5]));  // 8 rows: one batch
+  std::vector<BatchResult> r;
+  for (auto& f : fs) r.push_back(f.get());
+  EXPECT_EQ(r[2].http_error, 415);
+  EXPECT_EQ(r[2].status.message(), "upload 2 is bad");
+  EXPECT_EQ(r[4].http_error, 413);
+  EXPECT_TRUE(r[2].logits.empty());
+  for (int k : {0, 1, 3, 5}) {
+    EXPECT_EQ(r[k].http_error, 0) << k;
+    ASSERT_TRUE(r[k].status.is_ok()) << k;
+    EXPECT_EQ(r[k].batch_rows, 5) << k;
   }
-  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(fs[i].get().logits[0], float(i));
-  // A decode that fails (Incoming destroyed without a submit) leaves nothing announced.
-  { Batcher::Incoming failed(b, 1); }
-  std::future<BatchResult> f;
-  ASSERT_TRUE(b.submit({7.f}, 1, deadline, &f));
-  EXPECT_FLOAT_EQ(f.get().logits[0], 7.f);
+  EXPECT_FLOAT_EQ(r[0].logits[0], 0.f);
+  EXPECT_FLOAT_EQ(r[1].logits[0], 101.f);
+  ASSERT_EQ(r[3].logits.size(), 2u);
+  EXPECT_FLOAT_EQ(r[3].logits[0], 3.f + 30.f);
+  EXPECT_FLOAT_EQ(r[3].logits[1], 3.f + 31.f);
+  EXPECT_FLOAT_EQ(r[5].logits[0], 5.f + 50.f);
   std::lock_guard<std::mutex> lk(mu);
-  EXPECT_EQ(sizes, (std::vector<int>{4, 1}));
+  ASSERT_EQ(inputs.size(), 1u);
+  EXPECT_EQ(inputs[0], (std::vector<float>{0, 0, 100, 1, 3, 30, 3, 31, 5, 50}));
+}
+
+// Every upload of a batch fails: nothing runs and every request gets its own error.
+TEST(ServeUnits, BatcherWithOnlyBadUploadsRunsNothing) {
+  std::atomic<int> runs{0};
+  Batcher::Options o;
+  o.max_batch = 2;
+  o.max_delay_ms = 200;
+  Batcher b("m", {1}, o, [&](const Tensor& x) {
+    ++runs;
+    BatchRun r;
+    r.logits = Tensor(DataType::kFloat32, {x.dim(0), 1});
+    return r;
+  }, nullptr);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  std::vector<std::future<BatchResult>> fs(2);
+  for (auto& f : fs)
+    ASSERT_TRUE(b.submit(FillFn([](int64_t, float*, std::string* msg) {
+                           *msg = "bad";
+                           return 400;
+                         }),
+                         1, deadline, &f));
+  for (auto& f : fs) EXPECT_EQ(f.get().http_error, 400);
+  EXPECT_EQ(runs.load(), 0);
 }
 
 }  // namespace
