@@ -11,6 +11,9 @@
 
 #include "data/preprocess.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -345,52 +348,60 @@ void resample_line_8bpc(const uint8_t* base, size_t stride, int first, int taps,
   for (size_t i = 0; i < n; i++) out[i] = clip8(acc[i]);
 }
 
-// dst[x * dst_stride + r * CH + b] = src[r * src_stride + x * CH + b] (r < rows, x < cols, b < CH):
-// a transpose of pixels of CH bytes, in cache-sized blocks.
-template <int CH>
-void transpose_pixels(const uint8_t* src, size_t src_stride, int rows, int cols, uint8_t* dst, size_t dst_stride) {
-  constexpr int kBlock = 32;
-  for (int r0 = 0; r0 < rows; r0 += kBlock)
-    for (int x0 = 0; x0 < cols; x0 += kBlock) {
-      const int r1 = std::min(rows, r0 + kBlock), x1 = std::min(cols, x0 + kBlock);
-      for (int r = r0; r < r1; ++r) {
-        const uint8_t* s = src + size_t(r) * src_stride;
-        uint8_t* d = dst + size_t(r) * CH;
-        for (int x = x0; x < x1; ++x)
-          for (int b = 0; b < CH; ++b) d[size_t(x) * dst_stride + b] = s[size_t(x) * CH + b];
-      }
+#if defined(__SSE2__)
+// 16x16 bytes: four rounds of the same interleave of register i with register i + 8. Each round
+// rotates the 8-bit (register, position) index left by one bit, so four rounds swap register and
+// position: out[c][r] = in[r][c].
+inline void transpose16x16(const uint8_t* src, size_t src_stride, uint8_t* dst, size_t dst_stride) {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + size_t(i) * src_stride));
+  for (int round = 0; round < 4; ++round) {
+    __m128i* in = round % 2 == 0 ? a : b;
+    __m128i* out = round % 2 == 0 ? b : a;
+    for (int i = 0; i < 8; ++i) {
+      out[2 * i] = _mm_unpacklo_epi8(in[i], in[i + 8]);
+      out[2 * i + 1] = _mm_unpackhi_epi8(in[i], in[i + 8]);
     }
-}
-
-void transpose_pixels(const uint8_t* src, size_t src_stride, int rows, int cols, int ch, uint8_t* dst,
-                      size_t dst_stride) {
-  switch (ch) {
-    case 1: return transpose_pixels<1>(src, src_stride, rows, cols, dst, dst_stride);
-    case 3: return transpose_pixels<3>(src, src_stride, rows, cols, dst, dst_stride);
-    case 4: return transpose_pixels<4>(src, src_stride, rows, cols, dst, dst_stride);
-    default:
-      for (int b = 0; b < ch; ++b)  // any other channel count: one channel at a time
-        for (int r = 0; r < rows; ++r)
-          for (int x = 0; x < cols; ++x)
-            dst[size_t(x) * dst_stride + size_t(r) * ch + b] = src[size_t(r) * src_stride + size_t(x) * ch + b];
   }
+  for (int i = 0; i < 16; ++i) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + size_t(i) * dst_stride), a[i]);
+}
+#endif
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols (a byte matrix
+// transpose; 16x16 SSE2 blocks, scalar edges).
+void transpose_bytes(const uint8_t* src, size_t src_stride, int rows, int cols, uint8_t* dst, size_t dst_stride) {
+  int r0 = 0;
+#if defined(__SSE2__)
+  for (; r0 + 16 <= rows; r0 += 16) {
+    int c0 = 0;
+    for (; c0 + 16 <= cols; c0 += 16)
+      transpose16x16(src + size_t(r0) * src_stride + c0, src_stride, dst + size_t(c0) * dst_stride + r0, dst_stride);
+    for (int r = r0; r < r0 + 16; ++r)
+      for (int c = c0; c < cols; ++c) dst[size_t(c) * dst_stride + r] = src[size_t(r) * src_stride + c];
+  }
+#endif
+  for (int r = r0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[size_t(c) * dst_stride + r] = src[size_t(r) * src_stride + c];
 }
 
 // 8-bit planes, interleaved with `ch` channels. in: in_w x (rows) ; rows offset `offset`.
-// Computed as a vertical pass on the transposed rows (each input column becomes a contiguous
-// line of out_rows * ch bytes), then transposed back: the same integer sums as Pillow's
-// per-pixel loop, vectorized along the column.
+// Computed as a vertical pass on the transposed rows (each byte column, one channel of one input
+// column, becomes a contiguous line of out_rows bytes), then transposed back: the same integer
+// sums as Pillow's per-pixel loop, vectorized along the column.
 void horizontal_8bpc(const uint8_t* in, int in_w, int ch, int offset, int out_w, int out_rows,
                      const Coeffs& c, uint8_t* out) {
   const std::vector<int32_t> kk = normalize_coeffs_8bpc(c.kk);
-  const size_t line = size_t(out_rows) * ch;
-  std::vector<uint8_t> cols(size_t(in_w) * line), out_cols(size_t(out_w) * line);
-  transpose_pixels(in + size_t(offset) * in_w * ch, size_t(in_w) * ch, out_rows, in_w, ch, cols.data(), line);
+  const size_t row_bytes = size_t(in_w) * ch, line = size_t(out_rows);
+  std::vector<uint8_t> cols(row_bytes * line), out_cols(size_t(out_w) * ch * line);
+  // cols[(x * ch + b) * line + r] = pixel (x, r), channel b
+  transpose_bytes(in + size_t(offset) * row_bytes, row_bytes, out_rows, int(row_bytes), cols.data(), line);
   std::vector<int32_t> acc(line);
   for (int xx = 0; xx < out_w; xx++)
-    resample_line_8bpc(cols.data(), line, c.bounds[size_t(xx) * 2], c.bounds[size_t(xx) * 2 + 1],
-                       &kk[size_t(xx) * c.ksize], line, acc.data(), out_cols.data() + size_t(xx) * line);
-  transpose_pixels(out_cols.data(), line, out_w, out_rows, ch, out, size_t(out_w) * ch);
+    for (int b = 0; b < ch; b++)
+      resample_line_8bpc(cols.data() + size_t(b) * line, size_t(ch) * line, c.bounds[size_t(xx) * 2],
+                         c.bounds[size_t(xx) * 2 + 1], &kk[size_t(xx) * c.ksize], line, acc.data(),
+                         out_cols.data() + (size_t(xx) * ch + b) * line);
+  transpose_bytes(out_cols.data(), line, out_w * ch, out_rows, out, size_t(out_w) * ch);
 }
 
 void vertical_8bpc(const uint8_t* in, int w, int ch, int out_h, const Coeffs& c,
