@@ -66,14 +66,17 @@ for c in $LEVELS; do
     -c "$c" -d "$DURATION" --warmup 2 | sed 's/^{//'
 done | tee "$WORK/medq.jsonl"
 # Saturation vs `medq bench`, paired in time (the machine drifts by 10-15% within minutes): SAT_REPEAT
-# alternations of `medq bench --batch 8` (the server idle) and 64 clients on the server; the ratio
-# of each pair, their median and range.
+# alternations of `medq bench --batch 8` (the server idle), `medq bench --batch 8 --images` (the
+# same 64 JPEGs decoded + preprocessed per batch on the same threads: the offline pipeline) and 64
+# clients on the server; the ratios of each round, their median and range.
 for r in $(seq 1 "$SAT_REPEAT"); do
   ips=$(OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" --min-time 5 --json \
         | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_ips"])')
+  pipe=$(OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" --min-time 5 --json \
+         --images "$WORK/images.txt" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_ips"])')
   rps=$("$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" -c 64 -d 6 --warmup 1 \
         | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_rps"])')
-  echo "{\"pair\": $r, \"bench_ips\": $ips, \"serve_rps\": $rps}" | tee -a "$WORK/sat.jsonl"
+  echo "{\"pair\": $r, \"bench_ips\": $ips, \"pipeline_ips\": $pipe, \"serve_rps\": $rps}" | tee -a "$WORK/sat.jsonl"
 done
 echo "== medq serve rss at end: $(rss_kb $SERVE_PID) kB"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^medq_(batch_size_(sum|count)|compute_seconds_(sum|count)|model_used_total|errors_total)' || true
@@ -135,4 +138,9 @@ if os.path.exists(p):
         med = rs[len(rs) // 2] if len(rs) % 2 else (rs[len(rs) // 2 - 1] + rs[len(rs) // 2]) / 2
         print(f"saturation (paired): median {med:.2f}x of {len(rs)} pairs (range {rs[0]:.2f}-{rs[-1]:.2f}); "
               + ", ".join(f"{q['serve_rps']:.1f}/{q['bench_ips']:.1f}" for q in pairs))
+    ps = sorted(q["serve_rps"] / q["pipeline_ips"] for q in pairs if q.get("pipeline_ips", 0) > 0)
+    if ps:
+        med = ps[len(ps) // 2] if len(ps) % 2 else (ps[len(ps) // 2 - 1] + ps[len(ps) // 2]) / 2
+        print(f"saturation vs the offline pipeline (bench --images, paired): median {med:.2f}x "
+              f"(range {ps[0]:.2f}-{ps[-1]:.2f}); " + ", ".join(f"{q['serve_rps']:.1f}/{q['pipeline_ips']:.1f}" for q in pairs))
 PY

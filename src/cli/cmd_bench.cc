@@ -1,6 +1,8 @@
 // `medq bench MODEL [--batch N] [--threads T]`: latency (median, p95) and
 // throughput on random inputs, peak resident memory, and with --profile the
-// time per op type and per node.
+// time per op type and per node. With --images, every timed batch is first decoded and
+// preprocessed from real image files (held in memory) on the same threads, as `medq serve`
+// does: the offline pipeline a server can at best reach.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -10,9 +12,13 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "cli/cli.h"
+#include "core/fileio.h"
+#include "data/image.h"
+#include "data/preprocess.h"
 #include "onnx/model_io.h"
 #include "runtime/session.h"
 
@@ -34,7 +40,63 @@ const char* kBenchUsage =
     "                   the first run (slower first run, reported as first_run_ms)\n"
     "  --layout L       activation layout between oneDNN kernels: auto (default: per model and\n"
     "                   CPU), nhwc, nChw8c, nChw16c or plain\n"
+    "  --images LIST    time decode + preprocessing + run per batch: LIST is a text file with one\n"
+    "                   image path (PNG/JPEG/DICOM) per line, read into memory first; the model's\n"
+    "                   'preprocess' metadata applies, images are decoded on the --threads threads\n"
     "  --json           machine-readable output\n";
+
+// The images of --images, in memory, and their preprocessing.
+struct ImageFeed {
+  std::vector<std::string> names, bytes;
+  PreprocessConfig cfg;
+  size_t next = 0;
+};
+
+Result<ImageFeed> load_feed(const std::string& list, const Model& m, const Args& a) {
+  ImageFeed f;
+  ASSIGN_OR_RETURN(std::string text, read_file(list));
+  size_t p = 0;
+  while (p < text.size()) {
+    size_t e = text.find('\n', p);
+    if (e == std::string::npos) e = text.size();
+    std::string line = text.substr(p, e - p);
+    p = e + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) continue;
+    auto b = read_file(line);
+    if (!b.is_ok()) return b.status().with_context("--images '" + list + "'");
+    f.names.push_back(line);
+    f.bytes.push_back(std::move(b.value()));
+  }
+  if (f.bytes.empty()) return invalid_argument("--images '" + list + "': no image paths in it");
+  ASSIGN_OR_RETURN(std::string pj, preprocess_json_for(m, a));
+  auto cfg = parse_preprocess_json(pj);
+  if (!cfg.is_ok()) return cfg.status().with_context("model metadata 'preprocess'");
+  f.cfg = cfg.value();
+  if (m.graph.inputs.size() != 1) return invalid_argument("--images needs a single-input model");
+  default_resize_to_input(&f.cfg, m.graph.value(m.graph.inputs[0]).shape);
+  RETURN_IF_ERROR(validate_preprocess_config(f.cfg).with_context("model metadata 'preprocess'"));
+  return f;
+}
+
+// Decodes and preprocesses the next rows images into x ([rows, ...] float32), in parallel.
+Status fill_from_images(ImageFeed& f, Tensor& x, int threads) {
+  const int64_t rows = x.dim(0), row = x.numel() / rows;
+  const size_t first = f.next;
+  f.next += static_cast<size_t>(rows);
+  std::vector<Status> st(static_cast<size_t>(rows));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t i = (first + static_cast<size_t>(r)) % f.bytes.size();
+    const std::string& b = f.bytes[i];
+    auto img = decode_image_bytes(reinterpret_cast<const uint8_t*>(b.data()), b.size(), f.names[i]);
+    st[static_cast<size_t>(r)] = img.is_ok() ? preprocess_image_into(img.value(), f.cfg, x.data<float>() + r * row,
+                                                                    static_cast<size_t>(row)).with_context(f.names[i])
+                                             : img.status();
+  }
+  for (const Status& s : st) RETURN_IF_ERROR(s);
+  return Status::ok();
+}
 
 // Peak resident set size of this process in MiB (VmHWM).
 double peak_rss_mib() {
@@ -109,7 +171,7 @@ Result<Tensor> random_input(const Value& v, int64_t batch, const std::string& sh
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend", "--layout"},
+  auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend", "--layout", "--images"},
                        {"--profile", "--json", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
@@ -141,6 +203,12 @@ int cmd_bench(int argc, char** argv) {
   if (!sr.is_ok()) return report_error(sr.status().with_context(a.positional[0]));
   double create_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   Session& sess = *sr.value();
+  std::optional<ImageFeed> feed;
+  if (a.has("--images")) {
+    auto f = load_feed(a.get("--images"), mr.value(), a);
+    if (!f.is_ok()) return report_error(f.status().with_context(a.positional[0]));
+    feed = std::move(f.value());
+  }
   // The loaded Model is no longer needed by the caller: the session keeps its own copy.
   mr = Result<Model>(invalid_argument("released"));
 
@@ -151,25 +219,32 @@ int cmd_bench(int argc, char** argv) {
     if (!t.is_ok()) return report_error(t.status());
     inputs.push_back(std::move(t.value()));
   }
+  if (feed && (inputs.size() != 1 || inputs[0].dtype() != DataType::kFloat32 || inputs[0].rank() < 2))
+    return report_error(invalid_argument(a.positional[0] + ": --images needs one float32 [N, ...] input"));
+  auto fill = [&]() -> Status { return feed ? fill_from_images(*feed, inputs[0], sess.num_threads()) : Status::ok(); };
   double first_run_ms = 0;  // the first run of the session (warm-up or, with --warmup 0, timed)
   for (int64_t i = 0; i < warmup.value(); ++i) {
+    if (Status st = fill(); !st.is_ok()) return report_error(st);
     auto tw = std::chrono::steady_clock::now();
     auto r = sess.run(inputs);
     if (!r.is_ok()) return report_error(r.status().with_context(a.positional[0]));
     if (i == 0) first_run_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tw).count();
   }
-  std::vector<double> ms;
+  std::vector<double> ms, decode_ms;  // ms: per batch, decode included with --images
   auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0;; ++i) {
     if (iters.value() > 0 && i >= iters.value()) break;
     if (iters.value() == 0 && i >= 10 &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= min_time.value())
       break;
+    auto t0b = std::chrono::steady_clock::now();
+    if (Status st = fill(); !st.is_ok()) return report_error(st);
     auto t1 = std::chrono::steady_clock::now();
     auto r = sess.run(inputs);
     auto t2 = std::chrono::steady_clock::now();
     if (!r.is_ok()) return report_error(r.status());
-    ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(t2 - t0b).count());
+    if (feed) decode_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0b).count());
     if (warmup.value() == 0 && i == 0) first_run_ms = ms[0];
   }
   double med = percentile(ms, 0.5), p95 = percentile(ms, 0.95);
@@ -207,6 +282,10 @@ int cmd_bench(int argc, char** argv) {
                         {"peak_rss_mib", rss},       {"rss_before_load_mib", rss_before_load},
                         {"session_create_ms", create_ms}, {"first_run_ms", first_run_ms}, {"tuned", so.tune_kernels}, {"layout", sess.activation_layout()}, {"arena_bytes", plan.arena_bytes},
                         {"naive_intermediate_bytes", plan.naive_bytes}};
+    if (feed) {
+      j["images"] = a.get("--images");
+      j["decode_median_ms"] = percentile(decode_ms, 0.5);
+    }
     if (!by_op.empty()) j["profile_ms_by_op"] = by_op;
     if (!nodes.empty()) {
       nlohmann::json jn = nlohmann::json::array();
@@ -219,7 +298,10 @@ int cmd_bench(int argc, char** argv) {
   std::printf("model       %s\n", a.positional[0].c_str());
   std::printf("batch       %lld   threads %d   iterations %zu\n", static_cast<long long>(b), sess.num_threads(), ms.size());
   std::printf("latency     median %.3f ms   p95 %.3f ms   mean %.3f ms\n", med, p95, mean);
-  std::printf("throughput  %.1f inferences/s\n", ips);
+  std::printf("throughput  %.1f inferences/s%s\n", ips, feed ? " (decode + preprocessing + run)" : "");
+  if (feed)
+    std::printf("images      %zu from %s; decode + preprocessing median %.3f ms per batch\n", feed->bytes.size(),
+                a.get("--images").c_str(), percentile(decode_ms, 0.5));
   std::printf("layout      %s activations between oneDNN kernels\n", sess.activation_layout().c_str());
   std::printf("memory      peak RSS %.1f MiB; activation arena %.1f MiB (%.1f MiB without reuse)\n", rss,
               plan.arena_bytes / 1048576.0, plan.naive_bytes / 1048576.0);

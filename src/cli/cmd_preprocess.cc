@@ -117,11 +117,7 @@ int run_preprocess(const Args& a) {
   if (!cfgr.is_ok()) return report_error(cfgr.status().with_context("'" + model_path + "': preprocessing"));
   PreprocessConfig cfg = cfgr.value();
   // Same default as run/eval/quantize: the model's static spatial size.
-  if (cfg.resize_w <= 0 && in.shape.size() == 4 && in.shape[2] > 0 && in.shape[3] > 0) {
-    bool nhwc = cfg.layout == "NHWC";
-    cfg.resize_h = static_cast<int>(nhwc ? in.shape[1] : in.shape[2]);
-    cfg.resize_w = static_cast<int>(nhwc ? in.shape[2] : in.shape[3]);
-  }
+  default_resize_to_input(&cfg, in.shape);
   if (cfg.resize_w <= 0)
     return report_error(invalid_argument("'" + model_path + "': no resize size in the model metadata; pass --resize W,H"));
   if (Status st = validate_preprocess_config(cfg); !st.is_ok())

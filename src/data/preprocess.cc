@@ -643,6 +643,15 @@ Status preprocess_with(const Image& img, const PreprocessConfig& cfg, GetDst get
 }
 }  // namespace
 
+void default_resize_to_input(PreprocessConfig* cfg, const std::vector<int64_t>& input_shape) {
+  if (cfg->resize_w > 0 || input_shape.size() != 4) return;
+  const bool nhwc = cfg->layout == "NHWC";
+  const int64_t h = nhwc ? input_shape[1] : input_shape[2], w = nhwc ? input_shape[2] : input_shape[3];
+  if (h <= 0 || w <= 0) return;
+  cfg->resize_h = static_cast<int>(h);
+  cfg->resize_w = static_cast<int>(w);
+}
+
 Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg) {
   std::vector<float> out;
   RETURN_IF_ERROR(preprocess_with(img, cfg, [&](size_t n) {

@@ -58,6 +58,10 @@ Result<Image> resize(const Image& img, int w, int h, const std::string& interpol
 // Whether every pixel is an integer in [0, 255] (selects the 8-bit fixed-point resize path).
 bool is_uint8_image(const Image& img);
 
+// Without a configured resize, resizes to the model input's static spatial size (input_shape
+// [N, C, H, W], or [N, H, W, C] for layout NHWC); leaves cfg alone when that size is unknown.
+void default_resize_to_input(PreprocessConfig* cfg, const std::vector<int64_t>& input_shape);
+
 // Full pipeline for one image: to_color -> resize (if resize_w/h > 0) -> scale -> normalise ->
 // layout. Returns channels*h*w floats, CHW for "NCHW", HWC for "NHWC".
 Result<std::vector<float>> preprocess_image(const Image& img, const PreprocessConfig& cfg);

@@ -68,12 +68,7 @@ Result<LoadedModel> load_classifier(const std::string& path, int num_threads) {
     if (!cfg.is_ok()) return cfg.status().with_context(path + ": metadata 'preprocess'");
     lm.preprocess = cfg.value();
     lm.has_preprocess = true;
-    const Value& in = lm.session->input_value(0);
-    if (lm.preprocess.resize_w <= 0 && in.shape.size() == 4) {
-      bool nhwc = lm.preprocess.layout == "NHWC";
-      lm.preprocess.resize_h = static_cast<int>(nhwc ? in.shape[1] : in.shape[2]);
-      lm.preprocess.resize_w = static_cast<int>(nhwc ? in.shape[2] : in.shape[3]);
-    }
+    default_resize_to_input(&lm.preprocess, lm.session->input_value(0).shape);
   }
   return lm;
 }
