@@ -2,7 +2,11 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -111,6 +115,10 @@ Status Server::start() {
   // the client's delayed ACK (tens of ms per keep-alive request).
   http_->set_tcp_nodelay(true);
   install_routes();
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_ = static_cast<int>(sock);
+  });
 
   if (cfg_.port == 0) {
     port_ = http_->bind_to_any_port(cfg_.host);
@@ -120,6 +128,12 @@ Status Server::start() {
       return io_error("cannot bind " + cfg_.host + ":" + std::to_string(cfg_.port) + " (in use or not permitted)");
     port_ = cfg_.port;
   }
+  // cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+  // library). 16 or 64 clients connecting at once overflowed it: the kernel dropped handshakes
+  // (TcpExtListenDrops), those clients retried a second later and now and then got no answer at
+  // all (the load generator's "Read" errors). listen() again on the bound socket raises it.
+  if (listen_fd_ >= 0 && ::listen(listen_fd_, SOMAXCONN) != 0)
+    log_event("warn", "listen_backlog", {{"message", std::string("cannot raise the listen backlog: ") + std::strerror(errno)}});
   listen_thread_ = std::thread([this] { http_->listen_after_bind(); });
   log_event("info", "listening", {{"host", cfg_.host}, {"port", port_}, {"tls", !cfg_.tls_cert.empty()},
                                   {"auth", keys_.enabled()}, {"models", names}});

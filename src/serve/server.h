@@ -62,6 +62,7 @@ class Server {
   std::unique_ptr<httplib::Server> http_;
   std::thread listen_thread_;
   int port_ = 0;
+  int listen_fd_ = -1;  // the listening socket (its backlog is raised after bind)
   std::atomic<bool> ready_{false}, stopped_{false};
   std::mutex shutdown_mu_, reload_mu_;
   mutable std::mutex slots_mu_;

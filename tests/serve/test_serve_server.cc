@@ -1,4 +1,12 @@
 // medq serve against a real server on loopback (ephemeral port), with httplib::Client.
+#include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -38,6 +46,57 @@ std::string infer_body(const std::vector<std::array<float, 3>>& vals) {
                                      {"shape", {static_cast<int64_t>(vals.size()), 3, 8, 8}},
                                      {"data", data}}})}};
   return j.dump();
+}
+
+// The accept backlog of the IPv4 TCP socket listening on `port` (sock_diag reports a listener's
+// maximum backlog as idiag_wqueue); -1 where sock_diag cannot be used.
+int listen_backlog(int port) {
+  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return -1;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 r;
+  } req{};
+  req.nlh.nlmsg_len = sizeof(req);
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.r.sdiag_family = AF_INET;
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = 1u << 10;  // TCP_LISTEN
+  sockaddr_nl sa{};
+  sa.nl_family = AF_NETLINK;
+  int found = -1;
+  if (::sendto(fd, &req, sizeof(req), 0, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == sizeof(req)) {
+    alignas(nlmsghdr) char buf[32768];
+    for (bool done = false; !done;) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      int len = static_cast<int>(n);
+      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+          done = true;
+          break;
+        }
+        const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+        if (ntohs(m->id.idiag_sport) == port) found = static_cast<int>(m->idiag_wqueue);
+      }
+    }
+  }
+  ::close(fd);
+  return found;
+}
+
+// cpp-httplib's own backlog is 5: 16+ clients connecting at once had their handshakes dropped.
+TEST(ServeServer, ListensWithALargeBacklog) {
+  LogCapture logs;
+  std::string dir = temp_dir("backlog");
+  write_bundle(dir, "tiny", "");
+  auto r = start(base_config(dir));
+  const int backlog = listen_backlog(r.server->port());
+  if (backlog < 0) GTEST_SKIP() << "sock_diag unavailable here";
+  EXPECT_GE(backlog, 128) << "listen backlog of port " << r.server->port();
+  r.server->shutdown();
+  fs::remove_all(dir);
 }
 
 TEST(ServeServer, EndpointsAnswerWithRealOutputs) {
