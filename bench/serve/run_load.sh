@@ -79,7 +79,7 @@ for r in $(seq 1 "$SAT_REPEAT"); do
   echo "{\"pair\": $r, \"bench_ips\": $ips, \"pipeline_ips\": $pipe, \"serve_rps\": $rps}" | tee -a "$WORK/sat.jsonl"
 done
 echo "== medq serve rss at end: $(rss_kb $SERVE_PID) kB"
-curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^medq_(batch_size_(sum|count)|compute_seconds_(sum|count)|model_used_total|errors_total)' || true
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^medq_(batch_size_(sum|count)|compute_seconds_(sum|count)|decode_seconds_(sum|count)|model_used_total|errors_total)' || true
 kill -TERM $SERVE_PID
 wait $SERVE_PID || true
 # medq bench again after the load (the machine drifts): the saturation ratio uses the mean of both.
