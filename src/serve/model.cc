@@ -72,7 +72,7 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load(const std::string& name, 
   // Loading and warm-up run OpenMP regions (kernel plans, arenas), which give the calling thread
   // an OpenMP pool of its own that lives as long as that thread. libgomp counts every pooled
   // thread, and once there are more than CPUs it cuts the spin of all waiting workers from
-  // GOMP_SPINCOUNT to at most 1000: the batcher's compute threads then sleep and are woken
+  // GOMP_SPINCOUNT to 100 iterations: the batcher's compute threads then sleep and are woken
   // around every barrier (a 2-core server loading on its main thread measured ~35 futex sleeps per
   // int8 batch of 8, 17 context switches per request). A thread that exits releases its pool, so
   // the work runs on one that does; the batcher's thread then owns the only pool.
