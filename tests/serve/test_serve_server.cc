@@ -11,6 +11,8 @@
 #include <chrono>
 #include <thread>
 
+#include "serve/metrics.h"
+#include "serve/model.h"
 #include "serve_test_util.h"
 
 namespace medq::serve_test {
@@ -84,6 +86,52 @@ int listen_backlog(int port) {
   }
   ::close(fd);
   return found;
+}
+
+// Threads of this process (/proc/self/task), waiting up to 2 s for it to reach at most `want`
+// (exiting threads leave the list a moment after they are joined).
+size_t threads_settling_to(size_t want = 0) {
+  size_t n = 0;
+  for (int i = 0; i < 200; ++i) {
+    n = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/task")) n += e.is_directory() ? 1 : 0;
+    if (n <= want || want == 0) break;  // 0: count once
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return n;
+}
+
+// Loading and warming a model runs OpenMP regions; they must not leave an OpenMP pool behind on
+// the loading thread: libgomp cuts every waiting thread's spin to 100 iterations once it manages
+// more threads than CPUs, and the batcher's compute threads then sleep around every barrier.
+TEST(ServeServer, LoadingLeavesNoOpenMPPoolBehind) {
+  LogCapture logs;
+  std::string dir = temp_dir("omppool");
+  fs::create_directories(fs::path(dir) / "conv");
+  testing_onnx::OnnxBuilder b;
+  b.input("x", {-1, 3, 32, 32}).output("logits");
+  b.init("K", testing_onnx::random_f32({32, 3, 3, 3}, 5));
+  b.init("W", testing_onnx::random_f32({3, 32}, 6));
+  b.node("Conv", {"x", "K"}, {"c"});
+  b.node("Relu", {"c"}, {"r"});
+  b.node("GlobalAveragePool", {"r"}, {"p"});
+  b.node("Flatten", {"p"}, {"f"});
+  auto* g = b.node("Gemm", {"f", "W"}, {"logits"});
+  testing_onnx::attr_i(g, "transB", 1);
+  auto* m = b.proto().add_metadata_props();
+  m->set_key("preprocess");
+  m->set_value(R"({"resize": [32, 32], "layout": "NCHW"})");
+  ASSERT_TRUE(write_file_atomic((fs::path(dir) / "conv" / "fp32.onnx").string(), b.bytes()).is_ok());
+  ServeConfig cfg = base_config(dir);
+  cfg.threads = 4;  // a pool of 3 workers if one were left
+  serve::Metrics metrics;
+  const size_t before = threads_settling_to();
+  {
+    auto model = serve::ServedModel::load("conv", (fs::path(dir) / "conv").string(), cfg, &metrics);
+    ASSERT_TRUE(model.is_ok()) << model.status().message();
+    EXPECT_EQ(threads_settling_to(before), before) << "threads left by loading the model";
+  }
+  fs::remove_all(dir);
 }
 
 // cpp-httplib's own backlog is 5: 16+ clients connecting at once had their handshakes dropped.
