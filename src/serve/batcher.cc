@@ -203,9 +203,9 @@ void Batcher::loop() {
     rows = fill_rows(live, x, start);
     const auto fill_end = Clock::now();
     const double decode_ms = ms_between(fill_start, fill_end);
-    if (live.empty()) continue;
     if (metrics_ && deferred)
       metrics_->observe("medq_decode_seconds", {{"model", model_}}, decode_ms / 1000);
+    if (live.empty()) continue;  // every upload was bad
     BatchRun run;
     try {
       run = fn_(x);

@@ -26,6 +26,8 @@ struct ServeConfig {
   double max_delay_ms = 3;         // how long the first queued request waits for company
   int queue_capacity = 256;        // queued rows; beyond -> 503 + Retry-After
   double deadline_ms = 10000;      // per-request deadline (queue + compute) -> 504
+  int64_t batch_decode_max_bytes = 1 << 20;  // larger uploads are decoded on their connection
+                                             // thread before queueing (no batch waits on them)
 
   // Limits.
   int64_t max_body_bytes = 32 << 20;   // 413

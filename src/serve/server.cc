@@ -408,34 +408,84 @@ void Server::install_routes() {
     return v;
   };
 
-  // The uploads as rows that the model's batcher decodes and preprocesses when their batch runs,
-  // on the compute threads (Batcher::FillFn). The bytes are copied: a request answered 504 is
-  // gone while its rows may still be queued. model outlives the closure: a slot's batcher
-  // drains its queue before the slot's model is destroyed.
-  auto deferred = [this](const ServedModel& m, const std::vector<std::pair<std::string, const std::string*>>& ups) {
+  // Decodes one upload into its row; 0 or the HTTP status of a client error (message in *msg).
+  // Errors name the part index, never the client's file name (it may carry patient data).
+  auto decode_row = [](const ServedModel& m, const std::string& bytes, int64_t index, int64_t max_pixels,
+                       float* dst, std::string* msg) {
+    const std::string what = "image[" + std::to_string(index) + "]";
+    auto img = decode_upload(bytes, what, max_pixels);
+    if (!img.is_ok()) {
+      *msg = img.status().message();
+      return http_status_for(img.status());
+    }
+    Status st = m.preprocess_into(img.value(), dst);
+    if (!st.is_ok()) {
+      *msg = st.with_context(what).message();
+      return 400;
+    }
+    return 0;
+  };
+
+  // Turns the uploads into a batcher payload, or answers a client error (false). An empty or
+  // unrecognised upload is answered here, without queueing. Typical uploads go to the batcher
+  // as bytes and are decoded on the model's compute threads when their batch runs
+  // (Batcher::FillFn; the bytes are copied: a request answered 504 is gone while its rows may
+  // still be queued; the model outlives the closure, a slot's batcher drains its queue before the
+  // slot's model is destroyed). Uploads over batching.batch_decode_max_bytes in all (a large
+  // photo, a CT slice) are decoded here on the connection thread, so no batch waits on them.
+  struct Payload {
+    bool deferred = true;
+    FillFn fill;
+    std::vector<float> rows;
+  };
+  auto prepare = [this, decode_row](const ServedModel& m,
+                                    const std::vector<std::pair<std::string, const std::string*>>& ups,
+                                    Payload* out, httplib::Response& res) {
+    size_t total = 0;
+    for (size_t i = 0; i < ups.size(); ++i) {
+      const std::string& b = *ups[i].second;
+      const std::string what = "image[" + std::to_string(i) + "]";
+      if (b.empty()) {
+        send_error(res, 400, "'" + what + "': empty upload");
+        return false;
+      }
+      if (detect_image_format(reinterpret_cast<const uint8_t*>(b.data()), b.size()) == ImageFormat::kUnknown) {
+        send_error(res, 415, "'" + what + "': not a PNG, JPEG or DICOM image");
+        return false;
+      }
+      total += b.size();
+    }
+    const int64_t max_pixels = cfg_.max_pixels;
+    if (static_cast<int64_t>(total) > cfg_.batch_decode_max_bytes) {
+      int64_t row = 1;
+      for (size_t d = 1; d < m.input_shape().size(); ++d) row *= m.input_shape()[d];
+      out->deferred = false;
+      out->rows.resize(static_cast<size_t>(row) * ups.size());
+      for (size_t i = 0; i < ups.size(); ++i) {
+        std::string msg;
+        const int code = decode_row(m, *ups[i].second, static_cast<int64_t>(i), max_pixels,
+                                    out->rows.data() + i * static_cast<size_t>(row), &msg);
+        if (code != 0) {
+          send_error(res, code, msg);
+          return false;
+        }
+      }
+      return true;
+    }
     std::vector<std::string> bytes;
     bytes.reserve(ups.size());
     for (const auto& u : ups) bytes.push_back(*u.second);
-    const int64_t max_pixels = cfg_.max_pixels;
-    return FillFn([&m, max_pixels, bytes = std::move(bytes)](int64_t row, float* dst, std::string* msg) {
-      // Errors name the part index, never the client's file name (it may carry patient data).
-      const std::string what = "image[" + std::to_string(row) + "]";
-      auto img = decode_upload(bytes[static_cast<size_t>(row)], what, max_pixels);
-      if (!img.is_ok()) {
-        *msg = img.status().message();
-        return http_status_for(img.status());
-      }
-      Status st = m.preprocess_into(img.value(), dst);
-      if (!st.is_ok()) {
-        *msg = st.with_context(what).message();
-        return 400;
-      }
-      return 0;
-    });
+    out->fill = [&m, max_pixels, decode_row, bytes = std::move(bytes)](int64_t row, float* dst, std::string* msg) {
+      return decode_row(m, bytes[static_cast<size_t>(row)], row, max_pixels, dst, msg);
+    };
+    return true;
+  };
+  auto run_payload = [infer](Slot& s, Payload& p, int64_t rows, httplib::Response& res) {
+    return p.deferred ? infer(s, std::move(p.fill), rows, res) : infer(s, std::move(p.rows), rows, res);
   };
 
   h.Post(std::string("/v1/models/") + kName + "/predict",
-         [model_or_404, infer, uploads, deferred](const httplib::Request& req, httplib::Response& res) {
+         [model_or_404, uploads, prepare, run_payload](const httplib::Request& req, httplib::Response& res) {
            t_ctx.endpoint = "predict";
            auto s = model_or_404(req.matches[1], res);
            if (!s) return;
@@ -445,7 +495,9 @@ void Server::install_routes() {
                                               : "predict takes one image; use predict_batch for several");
              return;
            }
-           Answer a = infer(*s, deferred(*s->model, ups), 1, res);
+           Payload p;
+           if (!prepare(*s->model, ups, &p, res)) return;
+           Answer a = run_payload(*s, p, 1, res);
            if (!a.ok) return;
            json j = prediction_json(a.r.logits.data(), a.r.classes, s->model->labels());
            j["request_id"] = t_ctx.id;
@@ -458,7 +510,7 @@ void Server::install_routes() {
          });
 
   h.Post(std::string("/v1/models/") + kName + "/predict_batch",
-         [this, model_or_404, infer, uploads, deferred](const httplib::Request& req, httplib::Response& res) {
+         [this, model_or_404, uploads, prepare, run_payload](const httplib::Request& req, httplib::Response& res) {
            t_ctx.endpoint = "predict_batch";
            auto s = model_or_404(req.matches[1], res);
            if (!s) return;
@@ -474,7 +526,9 @@ void Server::install_routes() {
              return;
            }
            const int64_t rows = static_cast<int64_t>(ups.size());
-           Answer a = infer(*s, deferred(*s->model, ups), rows, res);
+           Payload p;
+           if (!prepare(*s->model, ups, &p, res)) return;
+           Answer a = run_payload(*s, p, rows, res);
            if (!a.ok) return;
            json results = json::array();
            for (int64_t i = 0; i < rows; ++i) {

@@ -296,6 +296,50 @@ TEST(ServeServer, ConcurrentUploadsDecodedInTheirBatch) {
   fs::remove_all(dir);
 }
 
+// A metric's value in the /metrics text (-1 if absent).
+double metric(httplib::Client& c, const std::string& series) {
+  const std::string body = c.Get("/metrics")->body;
+  const size_t p = body.find("\n" + series + " ");
+  return p == std::string::npos ? -1 : std::stod(body.substr(p + series.size() + 2));
+}
+
+// Uploads over batching.batch_decode_max_bytes are decoded on their connection thread (no batch
+// waits on them) and answered exactly like the in-batch path; an unrecognised upload is answered
+// before anything is queued.
+TEST(ServeServer, LargeUploadsAreDecodedBeforeQueueing) {
+  LogCapture logs;
+  std::string dir = temp_dir("inline");
+  write_bundle(dir, "tiny", "agree");
+  const std::string png = png_bytes();
+  json want;  // the in-batch answer
+  for (int64_t limit : {int64_t(1) << 20, int64_t(0)}) {  // in batch, then every upload "large"
+    ServeConfig cfg = base_config(dir);
+    cfg.batch_decode_max_bytes = limit;
+    auto r = start(cfg);
+    httplib::Client& c = *r.cli;
+    auto one = c.Post("/v1/models/tiny/predict", png, "image/png");
+    ASSERT_EQ(one->status, 200) << one->body;
+    if (want.is_null()) want = body_json(one)["probabilities"];
+    EXPECT_EQ(body_json(one)["probabilities"], want) << "limit " << limit;
+    httplib::MultipartFormDataItems two = {{"images", png, "a.png", "image/png"}, {"images", png, "b.png", "image/png"}};
+    auto batch = c.Post("/v1/models/tiny/predict_batch", two);
+    ASSERT_EQ(batch->status, 200) << batch->body;
+    EXPECT_EQ(body_json(batch)["results"][1]["probabilities"], body_json(one)["probabilities"]);
+    const double decodes = metric(c, "medq_decode_seconds_count{model=\"tiny\"}");
+    EXPECT_EQ(decodes, limit > 0 ? 2 : -1) << "limit " << limit;  // batches that decoded uploads
+    const double batches = metric(c, "medq_batch_size_count{model=\"tiny\"}");
+    EXPECT_EQ(c.Post("/v1/models/tiny/predict", "definitely not an image", "image/png")->status, 415);
+    EXPECT_EQ(c.Post("/v1/models/tiny/predict_batch",
+                     httplib::MultipartFormDataItems{{"images", png, "a.png", "image/png"}, {"images", "", "b.png", "image/png"}})
+                  ->status,
+              400);
+    EXPECT_EQ(metric(c, "medq_batch_size_count{model=\"tiny\"}"), batches);
+    EXPECT_EQ(metric(c, "medq_decode_seconds_count{model=\"tiny\"}"), decodes) << "a bad upload was queued";
+    r.server->shutdown();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ServeServer, MalformedAndOversizedUploads) {
   LogCapture logs;
   std::string dir = temp_dir("malformed");
