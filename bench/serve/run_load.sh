@@ -4,6 +4,7 @@
 #
 #   bench/serve/run_load.sh [BUILD_DIR] [MODEL.onnx]
 # env: DURATION (s per level, default 15), LEVELS ("1 4 16 64"), THREADS (compute threads, 2),
+#      INSTANCES (the server's --instances, 1), SERVE_THREADS (the server's --threads, THREADS),
 #      SEEDS=0 to skip the FastAPI stack, SELECTION (fp32|auto; default fp32: same model as seeds),
 #      SAT_REPEAT (paired bench/serve saturation measurements, default 3),
 #      INT8_MODEL + INT8_REPORT (the bundle's compressed model and its `medq validate` report.json;
@@ -19,6 +20,8 @@ LEVELS=${LEVELS:-"1 4 16 64"}
 THREADS=${THREADS:-2}
 SELECTION=${SELECTION:-fp32}
 SAT_REPEAT=${SAT_REPEAT:-3}
+INSTANCES=${INSTANCES:-1}
+SERVE_THREADS=${SERVE_THREADS:-$THREADS}
 MEDQ=$BUILD/medq
 WORK=$(mktemp -d /tmp/medq_serve_bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -56,11 +59,11 @@ echo "== medq bench $BENCH_MODEL --batch 8 --threads $THREADS"
 OMP_NUM_THREADS=$THREADS "$MEDQ" bench "$BENCH_MODEL" --batch 8 --threads "$THREADS" | tee "$WORK/bench.txt"
 
 PORT=18431
-"$MEDQ" serve --model-dir "$WORK/models" --port $PORT --threads "$THREADS" --quiet --selection "$SELECTION" \
+"$MEDQ" serve --model-dir "$WORK/models" --port $PORT --threads "$SERVE_THREADS" --instances "$INSTANCES" --quiet --selection "$SELECTION" \
   2> "$WORK/serve.log" &
 SERVE_PID=$!
 wait_http $PORT /v2/health/ready
-echo "== medq serve (pid $SERVE_PID) rss at start: $(rss_kb $SERVE_PID) kB"
+echo "== medq serve --threads $SERVE_THREADS --instances $INSTANCES (pid $SERVE_PID) rss at start: $(rss_kb $SERVE_PID) kB"
 for c in $LEVELS; do
   printf '{"server": "medq", ' ; "$LOADGEN" --port $PORT --path /v1/models/brain/predict --images "$WORK/images.txt" \
     -c "$c" -d "$DURATION" --warmup 2 | sed 's/^{//'

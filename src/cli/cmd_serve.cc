@@ -24,6 +24,8 @@ const char* kServeUsage =
     "  --threads T          compute threads per model (default: all cores)\n"
     "  --max-batch N        dynamic batching: rows per run (default 8)\n"
     "  --max-delay-ms MS    dynamic batching: max wait for a batch to fill (default 3)\n"
+    "  --instances N        batches of a model in flight at once, each on its own thread with --threads\n"
+    "                       compute threads (default 1; config: batching.instances)\n"
     "  --selection auto|compressed|fp32   (default auto: compressed when approved and the CPU has VNNI)\n"
     "  --tune               pick each convolution's oneDNN implementation by timing, per batch size,\n"
     "                       during the warm-up (slower start, faster serving; config: tune_kernels)\n"
@@ -35,7 +37,7 @@ const char* kServeUsage =
 int cmd_serve(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2,
                        {"--model-dir", "--config", "--host", "--port", "--threads", "--max-batch", "--max-delay-ms",
-                        "--selection", "--hash-key"},
+                        "--instances", "--selection", "--hash-key"},
                        {"--quiet", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
@@ -63,12 +65,14 @@ int cmd_serve(int argc, char** argv) {
   auto threads = a.get_int("--threads", cfg.threads);
   auto max_batch = a.get_int("--max-batch", cfg.max_batch);
   auto delay = a.get_double("--max-delay-ms", cfg.max_delay_ms);
-  for (const Status* st : {&port.status(), &threads.status(), &max_batch.status(), &delay.status()})
+  auto instances = a.get_int("--instances", cfg.instances);
+  for (const Status* st : {&port.status(), &threads.status(), &max_batch.status(), &delay.status(), &instances.status()})
     if (!st->is_ok()) return report_error(*st);
   cfg.port = static_cast<int>(port.value());
   cfg.threads = static_cast<int>(threads.value());
   cfg.max_batch = static_cast<int>(max_batch.value());
   cfg.max_delay_ms = delay.value();
+  cfg.instances = static_cast<int>(instances.value());
   if (Status st = serve::validate_config(cfg); !st.is_ok()) {
     std::fprintf(stderr, "%s", kServeUsage);
     return report_error(st);

@@ -28,12 +28,13 @@ void trim_heap_now_and_then() {
 Batcher::Batcher(std::string model, Shape row_shape, Options opt, BatchFn fn, Metrics* metrics)
     : model_(std::move(model)), row_shape_(std::move(row_shape)), opt_(opt), fn_(std::move(fn)), metrics_(metrics) {
   row_elems_ = shape_numel(row_shape_);
-  th_ = std::thread([this] { loop(); });
+  for (int i = 0; i < std::max(1, opt_.instances); ++i) th_.emplace_back([this] { loop(); });
 }
 
 Batcher::~Batcher() {
   stop();
-  if (th_.joinable()) th_.join();
+  for (auto& t : th_)
+    if (t.joinable()) t.join();
 }
 
 void Batcher::stop() {

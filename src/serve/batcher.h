@@ -58,6 +58,7 @@ class Batcher {
     double max_delay_ms = 3;
     int queue_capacity = 256;  // rows
     int fill_threads = 1;      // OpenMP threads that fill deferred rows (the model's compute threads)
+    int instances = 1;         // batches in flight at once: threads that each gather, fill and run one
   };
   // row_shape: [C, H, W]; fn runs on the batcher thread.
   Batcher(std::string model, Shape row_shape, Options opt, BatchFn fn, Metrics* metrics);
@@ -99,7 +100,7 @@ class Batcher {
   std::deque<std::unique_ptr<Item>> q_;
   int64_t q_rows_ = 0;
   bool stopping_ = false;
-  std::thread th_;
+  std::vector<std::thread> th_;  // one per instance
 };
 
 }  // namespace medq::serve

@@ -103,6 +103,7 @@ Status apply_config_json(const json& j, ServeConfig* c) {
         else if (bk == "max_delay_ms") c->max_delay_ms = d;
         else if (bk == "queue_capacity") c->queue_capacity = static_cast<int>(d);
         else if (bk == "deadline_ms") c->deadline_ms = d;
+        else if (bk == "instances") c->instances = static_cast<int>(d);
         else if (bk == "batch_decode_max_bytes") c->batch_decode_max_bytes = static_cast<int64_t>(d);
         else return invalid_argument("config: unknown key '" + key + "'");
       }
@@ -197,6 +198,7 @@ Status validate_config(const ServeConfig& c) {
   if (c.http_threads < 2) return invalid_argument("http_threads must be >= 2");
   if (c.max_batch < 1) return invalid_argument("batching.max_batch must be >= 1");
   if (c.max_delay_ms < 0) return invalid_argument("batching.max_delay_ms must be >= 0");
+  if (c.instances < 1 || c.instances > 64) return invalid_argument("batching.instances must be 1..64");
   if (c.batch_decode_max_bytes < 0) return invalid_argument("batching.batch_decode_max_bytes must be >= 0");
   if (c.queue_capacity < 1) return invalid_argument("batching.queue_capacity must be >= 1");
   if (c.deadline_ms <= 0) return invalid_argument("batching.deadline_ms must be > 0");

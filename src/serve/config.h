@@ -26,6 +26,7 @@ struct ServeConfig {
   double max_delay_ms = 3;         // how long the first queued request waits for company
   int queue_capacity = 256;        // queued rows; beyond -> 503 + Retry-After
   double deadline_ms = 10000;      // per-request deadline (queue + compute) -> 504
+  int instances = 1;               // batches of a model in flight at once (each on its own thread)
   int64_t batch_decode_max_bytes = 1 << 20;  // larger uploads are decoded on their connection
                                              // thread before queueing (no batch waits on them)
 

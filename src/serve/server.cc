@@ -70,6 +70,7 @@ Result<std::shared_ptr<Server::Slot>> Server::make_slot(const std::string& name)
   bo.max_batch = cfg_.max_batch;
   bo.max_delay_ms = cfg_.max_delay_ms;
   bo.queue_capacity = cfg_.queue_capacity;
+  bo.instances = cfg_.instances;
   bo.fill_threads = cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   Shape row(model->input_shape().begin() + 1, model->input_shape().end());
   s->batcher = std::make_unique<Batcher>(

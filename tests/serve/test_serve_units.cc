@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -207,6 +208,39 @@ TEST(ServeUnits, BatcherFillsDeferredRowsAndDropsBadOnes) {
   std::lock_guard<std::mutex> lk(mu);
   ASSERT_EQ(inputs.size(), 1u);
   EXPECT_EQ(inputs[0], (std::vector<float>{0, 0, 100, 1, 3, 30, 3, 31, 5, 50}));
+}
+
+// instances = 2: two batches of one model are in flight at once (each run waits until it sees the
+// other; with one instance the second batch would only start after the first returned).
+TEST(ServeUnits, BatcherInstancesRunBatchesConcurrently) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int in_flight = 0, most = 0;
+  Batcher::Options o;
+  o.max_batch = 1;
+  o.max_delay_ms = 0;
+  o.instances = 2;
+  Batcher b("m", {1}, o, [&](const Tensor& x) {
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      most = std::max(most, ++in_flight);
+      cv.notify_all();
+      cv.wait_for(lk, std::chrono::seconds(2), [&] { return most >= 2; });
+      --in_flight;
+    }
+    BatchRun r;
+    r.logits = Tensor(DataType::kFloat32, {x.dim(0), 1});
+    r.logits.data<float>()[0] = x.data<float>()[0];
+    r.model_used = "fp32";
+    return r;
+  }, nullptr);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  std::vector<std::future<BatchResult>> fs(2);
+  ASSERT_TRUE(b.submit(std::vector<float>{1.f}, 1, deadline, &fs[0]));
+  ASSERT_TRUE(b.submit(std::vector<float>{2.f}, 1, deadline, &fs[1]));
+  EXPECT_FLOAT_EQ(fs[0].get().logits[0], 1.f);
+  EXPECT_FLOAT_EQ(fs[1].get().logits[0], 2.f);
+  EXPECT_EQ(most, 2);
 }
 
 // Every upload of a batch fails: nothing runs and every request gets its own error.
