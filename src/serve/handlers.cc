@@ -21,11 +21,16 @@ int http_status_for(const Status& st) {
   }
 }
 
-Result<Image> decode_upload(const std::string& bytes, const std::string& name, int64_t max_pixels) {
+Status check_upload(const std::string& bytes, const std::string& name) {
   if (bytes.empty()) return invalid_argument("'" + name + "': empty upload");
-  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
-  if (detect_image_format(p, bytes.size()) == ImageFormat::kUnknown)
+  if (detect_image_format(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()) == ImageFormat::kUnknown)
     return unsupported("'" + name + "': not a PNG, JPEG or DICOM image");
+  return Status::ok();
+}
+
+Result<Image> decode_upload(const std::string& bytes, const std::string& name, int64_t max_pixels) {
+  RETURN_IF_ERROR(check_upload(bytes, name));
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   DecodeLimits lim;
   lim.max_pixels = max_pixels;
   auto r = decode_image_bytes(p, bytes.size(), name, lim);

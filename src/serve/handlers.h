@@ -24,8 +24,12 @@ struct ApiError {
 // image format, 404 for not found, 500 otherwise.
 int http_status_for(const Status& st);
 
-// Decodes an uploaded PNG/JPEG/DICOM (format sniffed from the bytes, not the name). `name` is
-// the client's file name or "body" and only appears in error messages.
+// The checks of an upload that need no decoding: not empty (400), a PNG, JPEG or DICOM by its
+// first bytes (415). `name` only appears in error messages.
+Status check_upload(const std::string& bytes, const std::string& name);
+
+// Decodes an uploaded PNG/JPEG/DICOM (format sniffed from the bytes, not the name; check_upload
+// first). `name` is the client's file name or "body" and only appears in error messages.
 Result<Image> decode_upload(const std::string& bytes, const std::string& name, int64_t max_pixels);
 
 // KServe v2 inference request -> rows of a [rows, C, H, W] float32 batch.

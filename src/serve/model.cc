@@ -204,12 +204,8 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& n
   return m;
 }
 
-Result<std::vector<float>> ServedModel::preprocess(const Image& img) const { return preprocess_image(img, pre_); }
-
 Status ServedModel::preprocess_into(const Image& img, float* dst) const {
-  int64_t row = 1;  // [C, H, W] (the batch dimension may be symbolic)
-  for (size_t i = 1; i < input_shape_.size(); ++i) row *= input_shape_[i];
-  return preprocess_image_into(img, pre_, dst, static_cast<size_t>(row));
+  return preprocess_image_into(img, pre_, dst, static_cast<size_t>(row_elems()));
 }
 
 void ServedModel::switch_to_fp32(const std::string& why) {

@@ -54,9 +54,16 @@ class ServedModel {
     return reason_;
   }
 
-  // Decoded image -> one input row (C*H*W floats), with the model's preprocessing.
-  Result<std::vector<float>> preprocess(const Image& img) const;
-  // One row (the input's [C, H, W] floats) written at dst.
+  // Floats in one input row: C*H*W (the batch dimension may be symbolic).
+  int64_t row_elems() const {
+    int64_t n = 1;
+    for (size_t i = 1; i < input_shape_.size(); ++i) n *= input_shape_[i];
+    return n;
+  }
+  // OpenMP threads of the model's sessions (config `threads`, 0 resolved to the CPUs available).
+  int threads() const { return fp32_->num_threads(); }
+  // Decoded image -> one input row (row_elems() floats written at dst), with the model's
+  // preprocessing.
   Status preprocess_into(const Image& img, float* dst) const;
   // Runs a [rows, C, H, W] batch with fallback and shadow validation. Thread-safe; the batcher
   // calls it from one thread per model.

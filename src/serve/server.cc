@@ -71,7 +71,7 @@ Result<std::shared_ptr<Server::Slot>> Server::make_slot(const std::string& name)
   bo.max_delay_ms = cfg_.max_delay_ms;
   bo.queue_capacity = cfg_.queue_capacity;
   bo.instances = cfg_.instances;
-  bo.fill_threads = cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  bo.fill_threads = model->threads();  // the model's own OpenMP team decodes its batches
   Shape row(model->input_shape().begin() + 1, model->input_shape().end());
   s->batcher = std::make_unique<Batcher>(
       name, row, bo,
@@ -444,22 +444,15 @@ void Server::install_routes() {
                                     Payload* out, httplib::Response& res) {
     size_t total = 0;
     for (size_t i = 0; i < ups.size(); ++i) {
-      const std::string& b = *ups[i].second;
-      const std::string what = "image[" + std::to_string(i) + "]";
-      if (b.empty()) {
-        send_error(res, 400, "'" + what + "': empty upload");
+      if (Status st = check_upload(*ups[i].second, "image[" + std::to_string(i) + "]"); !st.is_ok()) {
+        send_error(res, http_status_for(st), st.message());
         return false;
       }
-      if (detect_image_format(reinterpret_cast<const uint8_t*>(b.data()), b.size()) == ImageFormat::kUnknown) {
-        send_error(res, 415, "'" + what + "': not a PNG, JPEG or DICOM image");
-        return false;
-      }
-      total += b.size();
+      total += ups[i].second->size();
     }
     const int64_t max_pixels = cfg_.max_pixels;
     if (static_cast<int64_t>(total) > cfg_.batch_decode_max_bytes) {
-      int64_t row = 1;
-      for (size_t d = 1; d < m.input_shape().size(); ++d) row *= m.input_shape()[d];
+      const int64_t row = m.row_elems();
       out->deferred = false;
       out->rows.resize(static_cast<size_t>(row) * ups.size());
       for (size_t i = 0; i < ups.size(); ++i) {
