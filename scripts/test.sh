@@ -11,6 +11,13 @@ if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import torch, torchvision, on
     echo "test: generating torchvision fixtures into $FIX (once, ~3 min)"
     /usr/bin/python3 tests/models/gen_torchvision.py "$FIX"
   fi
+  UFIX="$BUILD_DIR/fixtures/user"
+  if [ ! -f "$UFIX/expected.json" ] || [ tests/models/gen_user_models.py -nt "$UFIX/expected.json" ]; then
+    echo "test: generating user-model fixtures (no metadata, NHWC/sigmoid/softmax heads) into $UFIX"
+    rm -rf "$UFIX"
+    /usr/bin/python3 tests/models/gen_user_models.py "$UFIX"
+  fi
+  export MEDQ_USER_FIXTURES="$PWD/$UFIX"
 else
   echo "test: PyTorch not importable under /usr/bin/python3: architecture-coverage tests will skip"
 fi

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "data/model_spec.h"
 #include "ir/graph.h"
 
 namespace medq::cli {
@@ -28,16 +29,19 @@ struct Args {
 Result<Args> parse_args(int argc, char** argv, int start, const std::vector<std::string>& value_flags,
                         const std::vector<std::string>& bool_flags);
 
-// Input preparation for models with image inputs: preprocessing comes from
-// metadata_props["preprocess"], overridable with flags.
-struct InputOptions {
-  std::string preprocess_json;  // merged config
-};
-
-Result<std::string> preprocess_json_for(const Model& m, const Args& a);
-// Loads one input file as a batch-1 tensor (image, DICOM, .npy, .pb).
-Result<Tensor> load_input(const std::string& path, const std::string& preprocess_json, const Shape& model_input_shape);
-// Stacks same-shape tensors along a new/first batch axis.
+// Model input/output contract (src/data/model_spec.h): metadata_props, overridden by the
+// flags of spec_override_flags() (--color --resize --interpolation --scale --mean --std --layout
+// --outputs), inferred from the input shape / graph where neither gives a key.
+SpecOverrides spec_overrides(const Args& a);
+// Resolves the spec and prints the one-line assumption warning (unless --quiet).
+Result<ModelSpec> model_spec_for(const Model& m, const Args& a, const std::string& path);
+// value_flags + the spec override flags (for parse_args).
+std::vector<std::string> with_spec_flags(std::vector<std::string> value_flags);
+// Loads one input file (image, DICOM, .npy, .pb) as a tensor with a leading batch axis: an image
+// is one row; a tensor without the batch axis gets one; a batched [N, ...] tensor stays N rows.
+// Tensors are checked against the model input's static dims before anything runs.
+Result<Tensor> load_input(const std::string& path, const ModelSpec& spec);
+// Stacks tensors [n_i, ...] with equal trailing dims along the batch axis.
 Result<Tensor> stack_batch(const std::vector<Tensor>& items);
 std::vector<std::string> model_labels(const Model& m);
 int report_error(const Status& st);
@@ -51,5 +55,6 @@ int cmd_quantize(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_serve(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
+int cmd_annotate(int argc, char** argv);
 
 }  // namespace medq::cli

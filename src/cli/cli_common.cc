@@ -41,8 +41,10 @@ Result<double> Args::get_double(const std::string& f, double def) const {
 Result<Args> parse_args(int argc, char** argv, int start, const std::vector<std::string>& value_flags,
                         const std::vector<std::string>& bool_flags) {
   Args a;
+  const bool has_output = std::find(value_flags.begin(), value_flags.end(), "--output") != value_flags.end();
   for (int i = start; i < argc; ++i) {
     std::string s = argv[i];
+    if (s == "-o" && has_output) s = "--output";  // -o is short for --output wherever that exists
     if (s.rfind("--", 0) == 0 && s.size() > 2) {
       std::string name = s, val;
       auto eq = s.find('=');
@@ -67,7 +69,12 @@ Result<Args> parse_args(int argc, char** argv, int start, const std::vector<std:
 
 int report_error(const Status& st) {
   std::fprintf(stderr, "medq: error: %s\n", st.message().c_str());
-  return st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound ? 2 : 1;
+  // Bad input: a malformed or missing file/flag, or one medq cannot handle (an unsupported DICOM
+  // transfer syntax such as JPEG 2000, an op it lacks).
+  return st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound ||
+                 st.code() == StatusCode::kUnsupported
+             ? 2
+             : 1;
 }
 
 std::vector<std::string> model_labels(const Model& m) {
@@ -81,42 +88,23 @@ std::vector<std::string> model_labels(const Model& m) {
   return r;
 }
 
-Result<std::string> preprocess_json_for(const Model& m, const Args& a) {
-  nlohmann::json cfg = nlohmann::json::object();
-  std::string meta = m.meta("preprocess");
-  if (!meta.empty()) {
-    cfg = nlohmann::json::parse(meta, nullptr, false);
-    if (cfg.is_discarded() || !cfg.is_object())
-      return invalid_argument("model metadata 'preprocess' is not a JSON object");
-  }
-  auto floats = [](const std::string& s) {
-    std::vector<float> v;
-    size_t p = 0;
-    while (p < s.size()) {
-      size_t e = s.find(',', p);
-      if (e == std::string::npos) e = s.size();
-      v.push_back(std::stof(s.substr(p, e - p)));
-      p = e + 1;
-    }
-    return v;
-  };
-  try {
-    if (a.has("--color")) cfg["color"] = a.get("--color");
-    if (a.has("--resize")) {
-      auto v = floats(a.get("--resize"));
-      if (v.size() == 1) v.push_back(v[0]);
-      if (v.size() != 2) return invalid_argument("--resize: expected W,H");
-      cfg["resize"] = {static_cast<int>(v[0]), static_cast<int>(v[1])};
-    }
-    if (a.has("--interpolation")) cfg["interpolation"] = a.get("--interpolation");
-    if (a.has("--scale")) cfg["scale"] = std::stod(a.get("--scale"));
-    if (a.has("--mean")) cfg["mean"] = floats(a.get("--mean"));
-    if (a.has("--std")) cfg["std"] = floats(a.get("--std"));
-    if (a.has("--layout")) cfg["layout"] = a.get("--layout");
-  } catch (const std::exception&) {
-    return invalid_argument("malformed preprocessing flag value");
-  }
-  return cfg.dump();
+SpecOverrides spec_overrides(const Args& a) {
+  SpecOverrides o;
+  for (const std::string& f : spec_override_flags())
+    if (a.has(f)) o[f.substr(2)] = a.get(f);
+  return o;
+}
+
+Result<ModelSpec> model_spec_for(const Model& m, const Args& a, const std::string& path) {
+  ASSIGN_OR_RETURN(ModelSpec s, resolve_model_spec(m, spec_overrides(a), path));
+  s.warn_assumptions(a.has("--quiet"));
+  return s;
+}
+
+std::vector<std::string> with_spec_flags(std::vector<std::string> value_flags) {
+  for (const std::string& f : spec_override_flags())
+    if (std::find(value_flags.begin(), value_flags.end(), f) == value_flags.end()) value_flags.push_back(f);
+  return value_flags;
 }
 
 static bool ends_with(const std::string& s, const std::string& suf) {
@@ -125,33 +113,51 @@ static bool ends_with(const std::string& s, const std::string& suf) {
          });
 }
 
-Result<Tensor> load_input(const std::string& path, const std::string& preprocess_json, const Shape& in_shape) {
+namespace {
+
+// A tensor input against the model input's shape: a missing batch axis is added; every static
+// non-batch dim must match (checked before anything runs).
+Result<Tensor> check_tensor_input(Tensor t, const std::string& path, const Shape& in) {
+  if (!in.empty() && t.rank() + 1 == static_cast<int>(in.size())) {
+    Shape s = t.shape();
+    s.insert(s.begin(), 1);
+    t = t.reshaped(s);
+  }
+  if (!in.empty()) {
+    bool ok = t.rank() == static_cast<int>(in.size());
+    for (size_t i = 1; ok && i < in.size(); ++i) ok = in[i] < 0 || in[i] == t.dim(static_cast<int>(i));
+    if (!ok)
+      return invalid_argument("'" + path + "': tensor of shape " + shape_str(t.shape()) +
+                              " does not fit the model input " + shape_str(in) +
+                              " (expected [rows, ...] or one row without the batch axis)");
+    if (in[0] > 0 && t.dim(0) != in[0] && t.dim(0) != 1)
+      return invalid_argument("'" + path + "': tensor has " + std::to_string(t.dim(0)) + " rows but the model input " +
+                              shape_str(in) + " has a fixed batch of " + std::to_string(in[0]));
+  }
+  if (t.rank() == 0 || t.dim(0) < 1) return invalid_argument("'" + path + "': empty tensor " + shape_str(t.shape()));
+  return t;
+}
+
+}  // namespace
+
+Result<Tensor> load_input(const std::string& path, const ModelSpec& spec) {
   if (ends_with(path, ".npy")) {
     ASSIGN_OR_RETURN(Tensor t, load_npy(path));
-    if (t.rank() + 1 == static_cast<int>(in_shape.size())) {
-      Shape s = t.shape();
-      s.insert(s.begin(), 1);
-      t = t.reshaped(s);
-    }
-    return t;
+    return check_tensor_input(std::move(t), path, spec.input_shape);
   }
   if (ends_with(path, ".pb")) {
     ASSIGN_OR_RETURN(Tensor t, load_tensor_pb(path));
-    return t;
+    return check_tensor_input(std::move(t), path, spec.input_shape);
   }
   ASSIGN_OR_RETURN(Image img, decode_image_file(path));
-  ASSIGN_OR_RETURN(PreprocessConfig cfg, parse_preprocess_json(preprocess_json));
-  // Default resize: the model's static spatial size.
-  if (cfg.resize_w <= 0 && in_shape.size() == 4) {
-    bool nhwc = cfg.layout == "NHWC";
-    cfg.resize_h = static_cast<int>(nhwc ? in_shape[1] : in_shape[2]);
-    cfg.resize_w = static_cast<int>(nhwc ? in_shape[2] : in_shape[3]);
-  }
-  if (cfg.resize_w <= 0) return invalid_argument("'" + path + "': no resize size in the model metadata; pass --resize W,H");
+  PreprocessConfig cfg = spec.preprocess;
+  if (cfg.resize_w <= 0)
+    return invalid_argument("'" + path + "': the model input " + shape_str(spec.input_shape) +
+                            " has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H");
   auto pre = preprocess_image(img, cfg);
   if (!pre.is_ok()) return pre.status().with_context("'" + path + "'");
   std::vector<float>& v = pre.value();
-  int c = cfg.color == "L" ? 1 : 3;
+  int c = spec.channels();
   Shape s = cfg.layout == "NHWC" ? Shape{1, cfg.resize_h, cfg.resize_w, c} : Shape{1, c, cfg.resize_h, cfg.resize_w};
   return Tensor::from_vector(v, s);
 }
@@ -159,19 +165,22 @@ Result<Tensor> load_input(const std::string& path, const std::string& preprocess
 Result<Tensor> stack_batch(const std::vector<Tensor>& items) {
   if (items.empty()) return invalid_argument("no inputs");
   const Tensor& f = items[0];
+  if (items.size() == 1) return f;
   Shape s = f.shape();
-  if (s.empty() || s[0] != 1) s.insert(s.begin(), 1);
-  for (const auto& t : items)
-    if (t.shape() != f.shape() || t.dtype() != f.dtype())
-      return invalid_argument("inputs differ in shape: " + f.desc() + " vs " + t.desc());
-  int64_t per = f.numel();
-  s[0] = static_cast<int64_t>(items.size()) * (f.shape().empty() || f.shape()[0] != 1 ? 1 : 1);
-  if (!f.shape().empty() && f.shape()[0] == 1) s[0] = static_cast<int64_t>(items.size());
+  int64_t rows = 0;
+  for (const auto& t : items) {
+    bool same = t.dtype() == f.dtype() && t.rank() == f.rank();
+    for (int i = 1; same && i < f.rank(); ++i) same = t.dim(i) == f.dim(i);
+    if (!same) return invalid_argument("inputs differ in shape: " + f.desc() + " vs " + t.desc());
+    rows += t.dim(0);
+  }
+  s[0] = rows;
   Tensor out(f.dtype(), s);
-  size_t bytes = f.nbytes();
-  for (size_t i = 0; i < items.size(); ++i)
-    std::memcpy(static_cast<uint8_t*>(out.raw()) + i * bytes, items[i].raw(), bytes);
-  (void)per;
+  size_t off = 0;
+  for (const auto& t : items) {
+    std::memcpy(static_cast<uint8_t*>(out.raw()) + off, t.raw(), t.nbytes());
+    off += t.nbytes();
+  }
   return out;
 }
 

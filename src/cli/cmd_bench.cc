@@ -42,7 +42,9 @@ const char* kBenchUsage =
     "                   CPU), nhwc, nChw8c, nChw16c or plain\n"
     "  --images LIST    time decode + preprocessing + run per batch: LIST is a text file with one\n"
     "                   image path (PNG/JPEG/DICOM) per line, read into memory first; the model's\n"
-    "                   'preprocess' metadata applies, images are decoded on the --threads threads\n"
+    "                   'preprocess' metadata applies, images are decoded on the --threads threads;\n"
+    "                   the overrides of `medq run` apply (--color --resize --interpolation --scale\n"
+    "                   --mean --std; --input-layout NCHW|NHWC for the image layout)\n"
     "  --json           machine-readable output\n";
 
 // The images of --images, in memory, and their preprocessing.
@@ -69,13 +71,16 @@ Result<ImageFeed> load_feed(const std::string& list, const Model& m, const Args&
     f.bytes.push_back(std::move(b.value()));
   }
   if (f.bytes.empty()) return invalid_argument("--images '" + list + "': no image paths in it");
-  ASSIGN_OR_RETURN(std::string pj, preprocess_json_for(m, a));
-  auto cfg = parse_preprocess_json(pj);
-  if (!cfg.is_ok()) return cfg.status().with_context("model metadata 'preprocess'");
-  f.cfg = cfg.value();
   if (m.graph.inputs.size() != 1) return invalid_argument("--images needs a single-input model");
-  default_resize_to_input(&f.cfg, m.graph.value(m.graph.inputs[0]).shape);
-  RETURN_IF_ERROR(validate_preprocess_config(f.cfg).with_context("model metadata 'preprocess'"));
+  // --layout is bench's activation layout here; the image layout override is --input-layout.
+  SpecOverrides ov = spec_overrides(a);
+  ov.erase("layout");
+  if (a.has("--input-layout")) ov["layout"] = a.get("--input-layout");
+  ASSIGN_OR_RETURN(ModelSpec spec, resolve_model_spec(m, ov, m.source_path));
+  spec.warn_assumptions(a.has("--quiet"));
+  f.cfg = spec.preprocess;
+  if (f.cfg.resize_w <= 0)
+    return invalid_argument("--images: the model input has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H");
   return f;
 }
 
@@ -171,8 +176,10 @@ Result<Tensor> random_input(const Value& v, int64_t batch, const std::string& sh
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  auto pa = parse_args(argc, argv, 2, {"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape", "--backend", "--layout", "--images"},
-                       {"--profile", "--json", "--tune", "--help"});
+  auto pa = parse_args(argc, argv, 2,
+                       with_spec_flags({"--batch", "--threads", "--warmup", "--iters", "--min-time", "--shape",
+                                        "--backend", "--layout", "--images", "--input-layout"}),
+                       {"--profile", "--json", "--tune", "--help", "--quiet"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help") || a.positional.size() != 1) {

@@ -40,17 +40,16 @@ std::string usage_text() {
          "  --keep-output-layer auto|on|off  the layer producing the outputs (logits Gemm/MatMul/Conv)\n"
          "                             stays float32; auto (default): when its weights are <= 2% of the\n"
          "                             model's (few-class classifiers: decisions for almost no bytes)\n"
-         "  --report R.json            conversion report\n";
+         "  --report R.json            conversion report\n"
+         "the output records the model's preprocessing and output semantics (metadata, flags below)\n" +
+         std::string(spec_override_usage());
 }
 
 }  // namespace
 
 int cmd_convert(int argc, char** argv) {
-  std::vector<std::string> args;
-  for (int i = 0; i < argc; ++i) args.push_back(std::string(argv[i]) == "-o" ? "--output" : argv[i]);
-  std::vector<char*> av;
-  for (auto& s : args) av.push_back(s.data());
-  auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2, {"--output", "--block-ops", "--block-nodes", "--keep-output-layer", "--report"},
+  auto pa = parse_args(argc, argv, 2,
+                       with_spec_flags({"--output", "--block-ops", "--block-nodes", "--keep-output-layer", "--report"}),
                        {"--fp16", "--keep-io-types", "--no-keep-io-types", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
@@ -82,9 +81,18 @@ int cmd_convert(int argc, char** argv) {
   auto mr = load_model(model_path);
   if (!mr.is_ok()) return report_error(mr.status());
   Model m = std::move(mr.value());
+  // The preprocessing and output semantics travel with the model: recorded when the model has an
+  // image input (or flags say how to read it).
+  const SpecOverrides ov = spec_overrides(a);
+  auto spec = resolve_model_spec(m, ov, model_path);
+  if (!spec.is_ok() && !ov.empty()) return report_error(spec.status());
   auto r = convert_fp16(m, o);
   if (!r.is_ok()) return report_error(r.status().with_context("'" + model_path + "'"));
   nlohmann::json rep = r.value();
+  if (spec.is_ok() && spec.value().input_shape.size() == 4) {
+    record_spec(spec.value(), &m);
+    rep["preprocess"] = nlohmann::json::parse(spec.value().preprocess_json());
+  }
   rep["model"] = model_path;
   rep["output"] = out_path;
   if (a.has("--report")) {

@@ -30,19 +30,20 @@ const char* kEvalUsage =
     "  --batch N            images per inference call (default 16)\n"
     "  --threads T          worker threads (default: all cores)\n"
     "  --json OUT.json      write every number as JSON (atomically)\n"
-    "  --quiet              no progress line\n";
+    "  --quiet              no progress line, no warning about assumed preprocessing\n";
 
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2,
-                       {"--data", "--split", "--label-column", "--positive", "--groups", "--batch", "--threads", "--json",
-                        "--min-group-size", "--threshold", "--target-specificity", "--target-sensitivity"},
+                       with_spec_flags({"--data", "--split", "--label-column", "--positive", "--groups", "--batch",
+                                        "--threads", "--json", "--min-group-size", "--threshold", "--target-specificity",
+                                        "--target-sensitivity"}),
                        {"--help", "--quiet"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help") || a.positional.size() != 1 || !a.has("--data")) {
-    std::fprintf(a.has("--help") ? stdout : stderr, "%s", kEvalUsage);
+    std::fprintf(a.has("--help") ? stdout : stderr, "%s%s", kEvalUsage, spec_override_usage());
     return a.has("--help") ? 0 : 2;
   }
   auto batch = a.get_int("--batch", 16);
@@ -57,11 +58,9 @@ int cmd_eval(int argc, char** argv) {
     return report_error(invalid_argument("--batch must be >= 1, --threads and --min-group-size >= 0"));
 
   const std::string model_path = a.positional[0];
-  auto lm = eval::load_classifier(model_path, static_cast<int>(threads.value()));
+  auto lm = eval::load_classifier(model_path, static_cast<int>(threads.value()), spec_overrides(a), a.has("--quiet"));
   if (!lm.is_ok()) return report_error(lm.status());
   const eval::LoadedModel& model = lm.value();
-  if (!model.has_preprocess)
-    return report_error(invalid_argument(model_path + ": the model has no 'preprocess' metadata (needed to prepare images)"));
 
   DatasetSpec spec;
   spec.path = a.get("--data");
@@ -97,13 +96,13 @@ int cmd_eval(int argc, char** argv) {
   std::fprintf(stderr, "%s\n", ds.describe().c_str());
   std::vector<size_t> idx(ds.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  const int k = static_cast<int>(names.value().size());
+  const int k = model.output_width(names.value().size());
   std::vector<std::vector<float>> logits;
   Status st = eval::run_models({&model}, ds, idx, model.preprocess, static_cast<int>(batch.value()), k,
                                !a.has("--quiet"), &logits);
   if (!st.is_ok()) return report_error(st);
 
-  eval::ProbMatrix probs = eval::to_probabilities(logits[0], k);
+  eval::ProbMatrix probs = eval::to_probabilities(logits[0], k, model.spec.outputs);
   eval::ModelMetrics m = eval::compute_metrics(probs, y.value(), opt);
   std::printf("model %s\n%s", model_path.c_str(), eval::metrics_text(m, names.value()).c_str());
   nlohmann::json sub = nlohmann::json::object();

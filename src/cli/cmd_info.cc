@@ -92,6 +92,18 @@ int cmd_info(int argc, char** argv) {
     nlohmann::json meta = nlohmann::json::object();
     for (auto& [k, v] : m.metadata) meta[k] = v;
     j["metadata"] = meta;
+    if (g.inputs.size() == 1) {
+      auto sp = resolve_model_spec(m, {}, path);
+      if (sp.is_ok())
+        j["input_spec"] = {{"preprocess", nlohmann::json::parse(sp.value().preprocess_json())},
+                           {"preprocess_from_metadata", sp.value().has_preprocess_metadata},
+                           {"assumed", sp.value().has_preprocess_metadata ? std::vector<std::string>{} : sp.value().assumed},
+                           {"outputs", output_kind_name(sp.value().outputs)},
+                           {"outputs_source", sp.value().outputs_source},
+                           {"labels", sp.value().labels}};
+      else
+        j["input_spec"] = {{"error", sp.status().message()}};
+    }
     j["supported"] = unsupported.empty();
     if (!unsupported.empty()) j["unsupported"] = unsupported;
     std::printf("%s\n", j.dump(2).c_str());
@@ -113,6 +125,19 @@ int cmd_info(int argc, char** argv) {
   if (!m.metadata.empty()) {
     std::printf("metadata:\n");
     for (auto& [k, v] : m.metadata) std::printf("  %s: %s\n", k.c_str(), v.c_str());
+  }
+  if (g.inputs.size() == 1) {
+    auto sp = resolve_model_spec(m, {}, path);
+    if (sp.is_ok()) {
+      const ModelSpec& s = sp.value();
+      std::printf("as medq reads it:\n  preprocess: %s%s\n  outputs:    %s (%s)\n  labels:     %s\n",
+                  s.preprocess_json().c_str(),
+                  s.has_preprocess_metadata ? " (metadata)" : " (inferred from the input shape: no 'preprocess' metadata; record with medq annotate)",
+                  output_kind_name(s.outputs), s.outputs_source.c_str(),
+                  s.labels.empty() ? "(none: class_0, class_1, ...)" : nlohmann::json(s.labels).dump().c_str());
+    } else {
+      std::printf("as medq reads it: %s\n", sp.status().message().c_str());
+    }
   }
   if (!unsupported.empty()) std::printf("unsupported: %s\n", unsupported.c_str());
   return 0;

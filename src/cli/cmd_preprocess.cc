@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "cli/cli.h"
 #include "core/fileio.h"
@@ -36,10 +37,8 @@ const char* kPreprocessUsage =
     "  --label-column C     manifest column holding the label (default 'label')\n"
     "  --limit N            only the first N samples\n"
     "  --batch N            images decoded per step (default 32)\n"
-    "  --quiet              no dataset summary or progress line on stderr\n"
-    "  preprocessing overrides (default: model metadata 'preprocess'):\n"
-    "  --color RGB|L  --resize W,H  --interpolation bilinear|nearest|bicubic|...\n"
-    "  --scale S  --mean a,b,c  --std a,b,c  --layout NCHW|NHWC\n";
+    "  --threads T          decoding threads (default: all cores)\n"
+    "  --quiet              no dataset summary, progress line or assumption warning on stderr\n";
 
 // The folder that will hold `path` exists (checked before decoding anything).
 Status check_output_dir(const std::string& flag, const std::string& path) {
@@ -107,28 +106,26 @@ int run_preprocess(const Args& a) {
   if (model.graph.inputs.size() != 1)
     return report_error(invalid_argument("'" + model_path + "': preprocess needs a single-input model, this one has " +
                                          std::to_string(model.graph.inputs.size())));
-  const Value& in = model.graph.value(model.graph.inputs[0]);
-  if (model.meta("preprocess").empty() && !a.has("--resize") && !a.has("--mean"))
-    std::fprintf(stderr, "note: '%s' has no 'preprocess' metadata; using defaults (RGB, x/255, no normalisation)\n",
-                 model_path.c_str());
-  auto pj = preprocess_json_for(model, a);
-  if (!pj.is_ok()) return report_error(pj.status());
-  auto cfgr = parse_preprocess_json(pj.value());
-  if (!cfgr.is_ok()) return report_error(cfgr.status().with_context("'" + model_path + "': preprocessing"));
-  PreprocessConfig cfg = cfgr.value();
-  // Same default as run/eval/quantize: the model's static spatial size.
-  default_resize_to_input(&cfg, in.shape);
+  // Same spec as run/eval/quantize: metadata, flags, else inferred from the input shape.
+  // Not strict: the layout/colour flags may differ from the model's (inputs for another runtime).
+  auto spec_r = resolve_model_spec(model, spec_overrides(a), model_path, /*strict=*/false);
+  if (!spec_r.is_ok()) return report_error(spec_r.status());
+  spec_r.value().warn_assumptions(a.has("--quiet"));
+  const PreprocessConfig cfg = spec_r.value().preprocess;
   if (cfg.resize_w <= 0)
-    return report_error(invalid_argument("'" + model_path + "': no resize size in the model metadata; pass --resize W,H"));
-  if (Status st = validate_preprocess_config(cfg); !st.is_ok())
-    return report_error(st.with_context("'" + model_path + "': preprocessing"));
+    return report_error(invalid_argument("'" + model_path + "': the model input has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H"));
+  auto threads = a.get_int("--threads", 0);
+  if (!threads.is_ok()) return report_error(threads.status());
+  if (threads.value() < 0) return report_error(invalid_argument("--threads: expected >= 0"));
+  const int nthreads = threads.value() > 0 ? static_cast<int>(threads.value())
+                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
   DatasetSpec spec;
   spec.path = data_path;
   spec.split = a.get("--split", "test");
   if (spec.split == "all") spec.split = "";
   spec.label_column = a.get("--label-column", "label");
-  const std::vector<std::string> labels = model_labels(model);
+  const std::vector<std::string> labels = spec_r.value().labels;
   spec.label_names = labels;
   auto dsr = Dataset::open(spec);
   if (!dsr.is_ok()) return report_error(dsr.status());
@@ -151,7 +148,7 @@ int run_preprocess(const Args& a) {
 
   std::vector<size_t> idx(n);
   for (size_t i = 0; i < n; ++i) idx[i] = i;
-  BatchLoader loader(ds, idx, cfg, static_cast<int>(batch.value()));
+  BatchLoader loader(ds, idx, cfg, static_cast<int>(batch.value()), nthreads);
   ProgressOptions popt;
   popt.enabled = !a.has("--quiet");
   Progress progress("preprocess", n, popt);
@@ -200,19 +197,15 @@ int run_preprocess(const Args& a) {
 }  // namespace
 
 int cmd_preprocess(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (auto& s : args)
-    if (s == "-o") s = "--output";
-  std::vector<char*> av;
-  for (auto& s : args) av.push_back(s.data());
-  auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2,
-                       {"--model", "--output", "--labels-out", "--split", "--label-column", "--limit", "--batch",
-                        "--color", "--resize", "--interpolation", "--scale", "--mean", "--std", "--layout"},
+  auto pa = parse_args(argc, argv, 2,
+                       with_spec_flags({"--model", "--output", "--labels-out", "--split", "--label-column", "--limit",
+                                        "--batch", "--threads"}),
                        {"--quiet", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help")) {
     std::fputs(kPreprocessUsage, stdout);
+    std::fputs(spec_override_usage(), stdout);
     return 0;
   }
   if (a.positional.size() != 1) {

@@ -65,7 +65,7 @@ const char* kUsage =
     "  --metric M                 accuracy | balanced_accuracy | macro_f1 (default: accuracy)\n"
     "  --sensitivity-samples N    evaluation images used for the per-layer sensitivity (default: 32)\n"
     "  --quiet                    no progress\n"
-    "  preprocessing overrides: --color --resize W,H --interpolation --scale --mean --std --layout\n";
+    "  the output records the preprocessing and output semantics used (metadata_props)\n";
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> r;
@@ -116,9 +116,9 @@ std::string sample_key(const Dataset& ds, size_t i) {
 }
 
 // The metric of --metric from evaluation logits.
-Result<double> metric_value(const std::string& metric, const std::vector<float>& logits, int k,
+Result<double> metric_value(const std::string& metric, const std::vector<float>& logits, int k, OutputKind kind,
                             const std::vector<int>& y) {
-  eval::ProbMatrix probs = eval::to_probabilities(logits, k);
+  eval::ProbMatrix probs = eval::to_probabilities(logits, k, kind);
   eval::MetricOptions mo;
   mo.keep_curves = false;
   eval::ModelMetrics mm = eval::compute_metrics(probs, y, mo);
@@ -128,13 +128,9 @@ Result<double> metric_value(const std::string& metric, const std::vector<float>&
   return invalid_argument("--metric: expected accuracy, balanced_accuracy or macro_f1, got '" + metric + "'");
 }
 
-std::vector<int> argmax_rows(const std::vector<float>& logits, int k) {
-  std::vector<int> r(logits.size() / k);
-  for (size_t i = 0; i < r.size(); ++i) {
-    const float* p = logits.data() + i * k;
-    r[i] = static_cast<int>(std::max_element(p, p + k) - p);
-  }
-  return r;
+// Predicted class per row of k raw outputs (class probabilities' argmax: a single output is binary).
+std::vector<int> argmax_rows(const std::vector<float>& logits, int k, OutputKind kind) {
+  return eval::to_probabilities(logits, k, kind).argmax();
 }
 
 // "-o X" -> "--output X"; collects every --exclude value (repeatable).
@@ -259,10 +255,12 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       return report_error(invalid_argument("'" + model_path + "': calibration supports single-input models, this one has " +
                                            std::to_string(m.graph.inputs.size())));
     const Value& in = m.graph.value(m.graph.inputs[0]);
+    auto spec_r = model_spec_for(m, a, model_path);
+    if (!spec_r.is_ok()) return report_error(spec_r.status());
     DatasetSpec spec;
     spec.path = a.get("--calib");
     spec.label_column = a.get("--label-column", "label");
-    spec.label_names = model_labels(m);
+    spec.label_names = spec_r.value().labels;
     std::unique_ptr<Dataset> ds;
     if (a.has("--split")) {
       spec.split = a.get("--split");
@@ -293,18 +291,12 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
     if (!table.empty() && table.back() != '\n') std::printf("\n");
     std::fflush(stdout);
 
-    auto pj = preprocess_json_for(m, a);
-    if (!pj.is_ok()) return report_error(pj.status());
-    auto cfgr = parse_preprocess_json(pj.value());
-    if (!cfgr.is_ok()) return report_error(cfgr.status().with_context("preprocessing"));
-    PreprocessConfig cfg = cfgr.value();
-    if (cfg.resize_w <= 0 && in.shape.size() == 4) {
-      bool nhwc = cfg.layout == "NHWC";
-      cfg.resize_h = static_cast<int>(nhwc ? in.shape[1] : in.shape[2]);
-      cfg.resize_w = static_cast<int>(nhwc ? in.shape[2] : in.shape[3]);
-    }
+    if (!spec_r.is_ok()) return report_error(spec_r.status());
+    const ModelSpec& mspec = spec_r.value();
+    const PreprocessConfig cfg = mspec.preprocess;
     if (cfg.resize_w <= 0)
-      return report_error(invalid_argument("'" + model_path + "': no resize size in the model metadata; pass --resize W,H"));
+      return report_error(invalid_argument("'" + model_path + "': the model input " + shape_str(in.shape) +
+                                           " has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H"));
     int64_t fixed_batch = !in.shape.empty() && in.shape[0] > 0 ? in.shape[0] : 0;
     int batch = fixed_batch > 0 ? static_cast<int>(fixed_batch) : static_cast<int>(batch_flag.value());
 
@@ -399,7 +391,12 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       if (!r.is_ok()) return report_error(r.status().with_context("'" + model_path + "'"));
       report = std::move(r.value());
     } else {
-      const int k = static_cast<int>(class_names.size());
+      const int k = static_cast<int>(mspec.num_outputs > 0 ? mspec.num_outputs : static_cast<int64_t>(class_names.size()));
+      if (classes_of_outputs(k) != static_cast<int64_t>(class_names.size()))
+        return report_error(invalid_argument("'" + model_path + "': the model has " + std::to_string(k) +
+                                             " output(s) but --eval has " + std::to_string(class_names.size()) +
+                                             " classes; record the labels with `medq annotate --labels`"));
+      const OutputKind kind = mspec.outputs;
       SessionOptions so;
       auto run_eval = [&](const Model& model, const std::string& what) -> Result<std::vector<float>> {
         eval::LoadedModel lm;
@@ -414,9 +411,9 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       };
       auto ref_logits = run_eval(original, "fp32");
       if (!ref_logits.is_ok()) return report_error(ref_logits.status());
-      auto ref_metric = metric_value(metric, ref_logits.value(), k, eval_y);
+      auto ref_metric = metric_value(metric, ref_logits.value(), k, kind, eval_y);
       if (!ref_metric.is_ok()) return report_error(ref_metric.status());
-      const std::vector<int> ref_pred = argmax_rows(ref_logits.value(), k);
+      const std::vector<int> ref_pred = argmax_rows(ref_logits.value(), k, kind);
       std::printf("fp32 %s: %.4f\n", metric.c_str(), ref_metric.value());
       std::fflush(stdout);
 
@@ -456,8 +453,8 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
       };
       CandidateEvaluator evaluate = [&](const Model& cand, const std::string& what) -> Result<EvalOutcome> {
         ASSIGN_OR_RETURN(std::vector<float> logits, run_eval(cand, what));
-        ASSIGN_OR_RETURN(double v, metric_value(metric, logits, k, eval_y));
-        std::vector<int> pred = argmax_rows(logits, k);
+        ASSIGN_OR_RETURN(double v, metric_value(metric, logits, k, kind, eval_y));
+        std::vector<int> pred = argmax_rows(logits, k, kind);
         size_t agree = 0;
         for (size_t i = 0; i < pred.size(); ++i) agree += pred[i] == ref_pred[i];
         EvalOutcome ev;
@@ -542,6 +539,9 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
     report["calibration"]["samples"] = cal.value().samples;
     report["calibration"]["seconds"] = cal.value().seconds;
     report["calibration"]["histogram_bytes"] = cal.value().histogram_bytes;
+    // The output carries the preprocessing and output semantics calibration used.
+    record_spec(mspec, &m);
+    report["preprocess"] = nlohmann::json::parse(mspec.preprocess_json());
   }
   report["model"] = model_path;
   report["output"] = out_path;
@@ -584,15 +584,15 @@ int cmd_quantize(int argc, char** argv) {
   std::vector<char*> av;
   for (auto& s : args) av.push_back(s.data());
   auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2,
-                       {"--calib", "--split", "--label-column", "--samples", "--balance-by", "--seed", "--batch",
+                       with_spec_flags({"--calib", "--split", "--label-column", "--samples", "--balance-by", "--seed", "--batch",
                         "--method", "--percentile", "--activations", "--exclude", "--mode", "--report", "--output",
-                        "--max-drop", "--min-agreement", "--fallback-weights", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples",
-                        "--color", "--resize", "--interpolation", "--scale", "--mean", "--std", "--layout"},
+                        "--max-drop", "--min-agreement", "--fallback-weights", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples"}),
                        {"--symmetric-activations", "--per-tensor", "--quantize-outputs", "--quiet", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help")) {
     std::fputs(kUsage, stdout);
+    std::fputs(spec_override_usage(), stdout);
     return 0;
   }
   if (a.positional.size() != 1) {

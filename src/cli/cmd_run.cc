@@ -3,6 +3,7 @@
 // probabilities (or raw outputs with --raw), as text or --json.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -19,45 +20,23 @@ namespace {
 const char* kRunUsage =
     "usage: medq run MODEL.onnx INPUT... [options]\n"
     "  INPUT: PNG/JPEG image, DICOM file (.dcm or DICM magic), .npy or TensorProto .pb tensor\n"
+    "         (a tensor [N, ...] in the model input's shape is N rows)\n"
     "  --top-k K          labels to print per input (default 3)\n"
     "  --batch N          inputs per inference call (default 8)\n"
     "  --threads T        worker threads (default: all cores)\n"
     "  --json             machine-readable output\n"
     "  --save-output F    write output 0 of the whole run as .npy\n"
-    "  preprocessing overrides (default: model metadata 'preprocess'):\n"
-    "  --color RGB|L  --resize W,H  --interpolation bilinear|nearest|bicubic|...\n"
-    "  --scale S  --mean a,b,c  --std a,b,c  --layout NCHW|NHWC\n";
-
-std::vector<float> softmax(const float* x, int64_t n) {
-  std::vector<float> p(n);
-  float mx = *std::max_element(x, x + n);
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += (p[i] = std::exp(x[i] - mx));
-  for (auto& v : p) v = static_cast<float>(v / s);
-  return p;
-}
-
-// Whether the values already look like probabilities (a softmax inside the model).
-bool is_probability_row(const float* x, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (x[i] < 0 || x[i] > 1) return false;
-    s += x[i];
-  }
-  return std::fabs(s - 1.0) < 1e-3;
-}
+    "  --quiet            no warning about assumed preprocessing\n";
 
 }  // namespace
 
 int cmd_run(int argc, char** argv) {
-  auto pa = parse_args(argc, argv, 2,
-                       {"--top-k", "--batch", "--threads", "--save-output", "--color", "--resize", "--interpolation",
-                        "--scale", "--mean", "--std", "--layout"},
-                       {"--json", "--help"});
+  auto pa = parse_args(argc, argv, 2, with_spec_flags({"--top-k", "--batch", "--threads", "--save-output"}),
+                       {"--json", "--help", "--quiet"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help") || a.positional.size() < 2) {
-    std::fprintf(a.has("--help") ? stdout : stderr, "%s", kRunUsage);
+    std::fprintf(a.has("--help") ? stdout : stderr, "%s%s", kRunUsage, spec_override_usage());
     return a.has("--help") ? 0 : 2;
   }
   auto top_k = a.get_int("--top-k", 3);
@@ -80,65 +59,92 @@ int cmd_run(int argc, char** argv) {
   if (sess.graph().inputs.size() != 1)
     return report_error(invalid_argument(a.positional[0] + ": medq run needs a model with exactly one input (has " +
                                          std::to_string(sess.graph().inputs.size()) + ")"));
-  auto pre = preprocess_json_for(model, a);
-  if (!pre.is_ok()) return report_error(pre.status());
-  const Value& in_v = sess.input_value(0);
-  std::vector<std::string> labels = model_labels(model);
+  if (sess.output_names().empty())
+    return report_error(invalid_argument(a.positional[0] + ": the model has no output"));
+  auto spec_r = model_spec_for(model, a, a.positional[0]);
+  if (!spec_r.is_ok()) return report_error(spec_r.status());
+  const ModelSpec& spec = spec_r.value();
+  const std::vector<std::string>& labels = spec.labels;
 
   std::vector<std::string> files(a.positional.begin() + 1, a.positional.end());
   nlohmann::json jout = nlohmann::json::array();
   std::vector<float> all_out;
   Shape out_row_shape;
-  for (size_t start = 0; start < files.size(); start += batch.value()) {
-    size_t end = std::min(files.size(), start + static_cast<size_t>(batch.value()));
+  int64_t total_rows = 0;
+  // Rows waiting for a batch: (name, [1, ...] tensor).
+  std::vector<std::pair<std::string, Tensor>> pending;
+  auto run_pending = [&]() -> Status {
+    if (pending.empty()) return Status::ok();
     std::vector<Tensor> items;
-    for (size_t i = start; i < end; ++i) {
-      auto t = load_input(files[i], pre.value(), in_v.shape);
-      if (!t.is_ok()) return report_error(t.status());
-      items.push_back(std::move(t.value()));
-    }
-    auto x = items.size() == 1 ? Result<Tensor>(items[0]) : stack_batch(items);
-    if (!x.is_ok()) return report_error(x.status());
-    auto out = sess.run({x.value()});
-    if (!out.is_ok()) return report_error(out.status().with_context(a.positional[0]));
+    for (auto& p : pending) items.push_back(p.second);
+    ASSIGN_OR_RETURN(Tensor x, stack_batch(items));
+    auto out = sess.run({x});
+    if (!out.is_ok()) return out.status().with_context(a.positional[0]);
     Tensor y = out.value()[0];
     if (y.dtype() != DataType::kFloat32) y = y.cast(DataType::kFloat32);
-    if (y.rank() < 1 || y.dim(0) != static_cast<int64_t>(items.size()))
-      return report_error(invalid_argument("output 0 has shape " + shape_str(y.shape()) +
-                                           ", expected a leading batch axis of " + std::to_string(items.size())));
+    const int64_t rows = static_cast<int64_t>(pending.size());
+    if (y.rank() < 1 || y.dim(0) != rows)
+      return invalid_argument(a.positional[0] + ": output 0 has shape " + shape_str(y.shape()) +
+                              ", expected a leading batch axis of " + std::to_string(rows));
     int64_t n = y.numel() / y.dim(0);
+    if (n < 1) return invalid_argument(a.positional[0] + ": output 0 is empty " + shape_str(y.shape()));
     out_row_shape.assign(y.shape().begin() + 1, y.shape().end());
     const float* yd = y.data<float>();
     all_out.insert(all_out.end(), yd, yd + y.numel());
-    for (size_t i = 0; i < items.size(); ++i) {
+    total_rows += rows;
+    const int64_t classes = classes_of_outputs(n);
+    std::vector<float> p(static_cast<size_t>(classes));
+    for (int64_t i = 0; i < rows; ++i) {
       const float* row = yd + i * n;
-      std::vector<float> p = is_probability_row(row, n) ? std::vector<float>(row, row + n) : softmax(row, n);
-      std::vector<int64_t> idx(n);
+      class_probabilities(row, n, spec.outputs, p.data());
+      std::vector<int64_t> idx(classes);
       std::iota(idx.begin(), idx.end(), 0);
-      int64_t k = std::min<int64_t>(top_k.value(), n);
+      int64_t k = std::min<int64_t>(top_k.value(), classes);
       std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t l, int64_t r) { return p[l] > p[r]; });
       auto label_of = [&](int64_t c) {
         return c < static_cast<int64_t>(labels.size()) ? labels[c] : "class_" + std::to_string(c);
       };
+      const std::string& name = pending[i].first;
       if (a.has("--json")) {
         nlohmann::json e;
-        e["input"] = files[start + i];
+        e["input"] = name;
         e["top"] = nlohmann::json::array();
         for (int64_t j = 0; j < k; ++j)
           e["top"].push_back({{"label", label_of(idx[j])}, {"index", idx[j]}, {"probability", p[idx[j]]}});
-        e["logits"] = std::vector<float>(row, row + n);
+        e["outputs"] = std::vector<float>(row, row + n);
+        e["output_kind"] = output_kind_name(spec.outputs);
+        e["probabilities"] = p;
+        if (spec.outputs == OutputKind::kLogits) e["logits"] = e["outputs"];
         jout.push_back(e);
       } else {
-        std::printf("%s\n", files[start + i].c_str());
-        for (int64_t j = 0; j < k; ++j)
-          std::printf("  %-24s %.4f\n", label_of(idx[j]).c_str(), p[idx[j]]);
+        std::printf("%s\n", name.c_str());
+        for (int64_t j = 0; j < k; ++j) std::printf("  %-24s %.4f\n", label_of(idx[j]).c_str(), p[idx[j]]);
       }
     }
+    pending.clear();
+    return Status::ok();
+  };
+  for (const std::string& f : files) {
+    auto t = load_input(f, spec);
+    if (!t.is_ok()) return report_error(t.status());
+    const Tensor& x = t.value();
+    const int64_t rows = x.dim(0);
+    Shape rs = x.shape();
+    rs[0] = 1;
+    const size_t row_bytes = x.nbytes() / static_cast<size_t>(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      Tensor row(x.dtype(), rs);
+      std::memcpy(row.raw(), static_cast<const uint8_t*>(x.raw()) + r * row_bytes, row_bytes);
+      pending.emplace_back(rows == 1 ? f : f + "[" + std::to_string(r) + "]", std::move(row));
+      if (static_cast<int64_t>(pending.size()) >= batch.value())
+        if (Status st = run_pending(); !st.is_ok()) return report_error(st);
+    }
   }
+  if (Status st = run_pending(); !st.is_ok()) return report_error(st);
   if (a.has("--json")) std::printf("%s\n", nlohmann::json({{"model", a.positional[0]}, {"results", jout}}).dump(2).c_str());
   if (a.has("--save-output")) {
     Shape s = out_row_shape;
-    s.insert(s.begin(), static_cast<int64_t>(files.size()));
+    s.insert(s.begin(), total_rows);
     Status st = save_npy(Tensor::from_vector(all_out, s), a.get("--save-output"));
     if (!st.is_ok()) return report_error(st);
   }

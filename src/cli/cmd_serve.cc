@@ -30,19 +30,20 @@ const char* kServeUsage =
     "  --tune               pick each convolution's oneDNN implementation by timing, per batch size,\n"
     "                       during the warm-up (slower start, faster serving; config: tune_kernels)\n"
     "  --quiet              no per-request log lines (errors are still logged)\n"
-    "  --hash-key KEY       print the SHA-256 to put under api_keys in the config, then exit\n";
+    "  --hash-key KEY       print the SHA-256 to put under api_keys in the config, then exit\n"
+    "  the model input overrides below apply to every bundle's fp32.onnx (and its compressed model)\n";
 
 }  // namespace
 
 int cmd_serve(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2,
-                       {"--model-dir", "--config", "--host", "--port", "--threads", "--max-batch", "--max-delay-ms",
-                        "--instances", "--selection", "--hash-key"},
+                       with_spec_flags({"--model-dir", "--config", "--host", "--port", "--threads", "--max-batch",
+                                        "--max-delay-ms", "--instances", "--selection", "--hash-key"}),
                        {"--quiet", "--tune", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help")) {
-    std::printf("%s", kServeUsage);
+    std::printf("%s%s", kServeUsage, spec_override_usage());
     return 0;
   }
   if (a.has("--hash-key")) {
@@ -61,6 +62,7 @@ int cmd_serve(int argc, char** argv) {
   if (a.has("--selection")) cfg.selection = a.get("--selection");
   if (a.has("--quiet")) cfg.log_requests = false;
   if (a.has("--tune")) cfg.tune_kernels = true;
+  for (const auto& [k, v] : spec_overrides(a)) cfg.spec_overrides[k] = v;
   auto port = a.get_int("--port", cfg.port);
   auto threads = a.get_int("--threads", cfg.threads);
   auto max_batch = a.get_int("--max-batch", cfg.max_batch);

@@ -41,7 +41,7 @@ const char* kValidateUsage =
     "  --target-specificity X / --target-sensitivity X   operating points (default 0.90 / 0.95)\n"
     "  --batch N            images per inference call (default 16)\n"
     "  --threads T          worker threads (default: all cores)\n"
-    "  --quiet              no progress line\n"
+    "  --quiet              no progress line, no warning about assumed preprocessing\n"
     "exit status: 0 APPROVED, 1 REJECTED (or a runtime failure), 2 bad input\n";
 
 bool same_preprocess(const PreprocessConfig& a, const PreprocessConfig& b) {
@@ -69,18 +69,27 @@ json model_meta_json(const eval::LoadedModel& m) {
   return j;
 }
 
+// What the evaluation used: the resolved preprocessing and output semantics.
+json model_input_json(const eval::LoadedModel& m) {
+  return {{"preprocess", json::parse(m.spec.preprocess_json())},
+          {"preprocess_from_metadata", m.spec.has_preprocess_metadata},
+          {"outputs", output_kind_name(m.spec.outputs)},
+          {"outputs_source", m.spec.outputs_source}};
+}
+
 }  // namespace
 
 int cmd_validate(int argc, char** argv) {
   auto pa = parse_args(argc, argv, 2,
-                       {"--reference", "--candidate", "--data", "--split", "--label-column", "--positive", "--groups",
-                        "--policy", "--report", "--batch", "--threads", "--min-group-size", "--threshold",
-                        "--target-specificity", "--target-sensitivity"},
+                       with_spec_flags({"--reference", "--candidate", "--data", "--split", "--label-column",
+                                        "--positive", "--groups", "--policy", "--report", "--batch", "--threads",
+                                        "--min-group-size", "--threshold", "--target-specificity",
+                                        "--target-sensitivity"}),
                        {"--help", "--quiet"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();
   if (a.has("--help")) {
-    std::printf("%s", kValidateUsage);
+    std::printf("%s%s", kValidateUsage, spec_override_usage());
     return 0;
   }
   for (const char* req : {"--reference", "--candidate", "--data", "--report"})
@@ -116,16 +125,19 @@ int cmd_validate(int argc, char** argv) {
   const double margin = std::isnan(policy.auroc_margin) ? 0.02 : policy.auroc_margin;
 
   const std::string ref_path = a.get("--reference"), cand_path = a.get("--candidate");
-  auto ref_r = eval::load_classifier(ref_path, static_cast<int>(threads.value()));
+  const SpecOverrides ov = spec_overrides(a);
+  auto ref_r = eval::load_classifier(ref_path, static_cast<int>(threads.value()), ov, a.has("--quiet"));
   if (!ref_r.is_ok()) return report_error(ref_r.status());
-  auto cand_r = eval::load_classifier(cand_path, static_cast<int>(threads.value()));
+  auto cand_r = eval::load_classifier(cand_path, static_cast<int>(threads.value()), ov, true);
   if (!cand_r.is_ok()) return report_error(cand_r.status());
   const eval::LoadedModel& ref = ref_r.value();
   const eval::LoadedModel& cand = cand_r.value();
-  if (!ref.has_preprocess && !cand.has_preprocess)
-    return report_error(invalid_argument(ref_path + ": the model has no 'preprocess' metadata (needed to prepare images)"));
-  PreprocessConfig cfg = ref.has_preprocess ? ref.preprocess : cand.preprocess;
-  if (ref.has_preprocess && cand.has_preprocess && !same_preprocess(ref.preprocess, cand.preprocess))
+  // The recorded preprocessing wins over an inferred one (a candidate written by an older tool
+  // may lack the metadata); both recorded must agree.
+  const bool ref_meta = ref.spec.has_preprocess_metadata, cand_meta = cand.spec.has_preprocess_metadata;
+  PreprocessConfig cfg = ref_meta || !cand_meta ? ref.preprocess : cand.preprocess;
+  if (!ref_meta && !cand_meta) ref.spec.warn_assumptions(a.has("--quiet"));
+  if (ref_meta && cand_meta && !same_preprocess(ref.preprocess, cand.preprocess))
     return report_error(invalid_argument("the reference and candidate models declare different 'preprocess' metadata; "
                                          "they must see the same input"));
   if (!ref.labels.empty() && !cand.labels.empty() && ref.labels != cand.labels)
@@ -146,12 +158,13 @@ int cmd_validate(int argc, char** argv) {
   auto names_r = eval::resolve_class_names(ref.labels.empty() && !cand.labels.empty() ? cand : ref, ds);
   if (!names_r.is_ok()) return report_error(names_r.status());
   const std::vector<std::string>& names = names_r.value();
-  if (cand.num_outputs > 0 && cand.num_outputs != static_cast<int64_t>(names.size()))
-    return report_error(invalid_argument(cand_path + ": the model has " + std::to_string(cand.num_outputs) +
-                                         " outputs but there are " + std::to_string(names.size()) + " labels"));
-  if (ref.num_outputs > 0 && ref.num_outputs != static_cast<int64_t>(names.size()))
-    return report_error(invalid_argument(ref_path + ": the model has " + std::to_string(ref.num_outputs) +
-                                         " outputs but there are " + std::to_string(names.size()) + " labels"));
+  for (const eval::LoadedModel* m : {&cand, &ref})
+    if (m->num_outputs > 0 && m->num_classes() != static_cast<int64_t>(names.size()))
+      return report_error(invalid_argument(m->path + ": the model has " + std::to_string(m->num_outputs) +
+                                           " output(s) but there are " + std::to_string(names.size()) + " labels"));
+  if (ref.num_outputs > 0 && cand.num_outputs > 0 && ref.num_outputs != cand.num_outputs)
+    return report_error(invalid_argument("the reference has " + std::to_string(ref.num_outputs) +
+                                         " outputs, the candidate " + std::to_string(cand.num_outputs)));
   auto y_r = eval::map_labels(ds, names);
   if (!y_r.is_ok()) return report_error(y_r.status());
   const std::vector<int>& y = y_r.value();
@@ -179,7 +192,7 @@ int cmd_validate(int argc, char** argv) {
 
   // One pass over the data, both models per batch.
   std::fprintf(stderr, "%s\n", ds.describe().c_str());
-  const int k = static_cast<int>(names.size());
+  const int k = ref.output_width(names.size());
   std::vector<size_t> idx(ds.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
   auto t0 = std::chrono::steady_clock::now();
@@ -201,10 +214,15 @@ int cmd_validate(int argc, char** argv) {
   for (int mi = 0; mi < 2; ++mi) {
     int mismatches = 0;
     double maxd = 0;
+    const OutputKind kind = (mi == 0 ? ref : cand).spec.outputs;
+    std::vector<float> q1(classes_of_outputs(k)), qn(q1.size());
     for (size_t i = 0; i < nrob; ++i) {
       const float* a1 = &logits1[mi][i * k];
       const float* an = &logits[mi][ridx[i] * k];
-      int p1 = static_cast<int>(std::max_element(a1, a1 + k) - a1), pn = static_cast<int>(std::max_element(an, an + k) - an);
+      class_probabilities(a1, k, kind, q1.data());
+      class_probabilities(an, k, kind, qn.data());
+      int p1 = static_cast<int>(std::max_element(q1.begin(), q1.end()) - q1.begin()),
+          pn = static_cast<int>(std::max_element(qn.begin(), qn.end()) - qn.begin());
       mismatches += p1 != pn;
       for (int c = 0; c < k; ++c) maxd = std::max(maxd, static_cast<double>(std::fabs(a1[c] - an[c])));
     }
@@ -212,7 +230,8 @@ int cmd_validate(int argc, char** argv) {
                                                    {"max_abs_logit_diff", maxd}};
   }
 
-  eval::ProbMatrix pr = eval::to_probabilities(logits[0], k), pc = eval::to_probabilities(logits[1], k);
+  eval::ProbMatrix pr = eval::to_probabilities(logits[0], k, ref.spec.outputs),
+                   pc = eval::to_probabilities(logits[1], k, cand.spec.outputs);
   eval::ModelMetrics mr = eval::compute_metrics(pr, y, opt), mc = eval::compute_metrics(pc, y, opt);
   eval::PairedMetrics pm = eval::compute_paired(logits[0], logits[1], pr, pc, y, mr, mc, opt, margin);
 
@@ -221,8 +240,8 @@ int cmd_validate(int argc, char** argv) {
   report["command"] = "validate";
   report["created"] = now_utc();
   report["models"] = {
-      {"reference", {{"path", ref_path}, {"sha256", ref_hash.value()}, {"metadata", model_meta_json(ref)}}},
-      {"candidate", {{"path", cand_path}, {"sha256", cand_hash.value()}, {"metadata", model_meta_json(cand)}}}};
+      {"reference", {{"path", ref_path}, {"sha256", ref_hash.value()}, {"metadata", model_meta_json(ref)}, {"resolved", model_input_json(ref)}}},
+      {"candidate", {{"path", cand_path}, {"sha256", cand_hash.value()}, {"metadata", model_meta_json(cand)}, {"resolved", model_input_json(cand)}}}};
   std::map<std::string, int64_t> counts;
   for (int v : y) counts[names[v]]++;
   report["dataset"] = {{"path", spec.path},          {"split", spec.split},     {"label_column", spec.label_column},

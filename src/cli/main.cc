@@ -33,6 +33,8 @@ void usage(FILE* f) {
                "  validate --reference FP32 --candidate INT8 --data DATA --report DIR [--policy gate.json]\n"
                "                                  paired comparison, subgroups, acceptance gate, HTML report\n"
                "  preprocess DATA --model M.onnx -o OUT.npy   dataset -> float32 .npy exactly as run/eval see it\n"
+               "  annotate MODEL --labels a,b [--mean .. --std ..] -o OUT.onnx\n"
+               "                                  record labels, preprocessing, output semantics in the model\n"
                "  serve --model-dir DIR [--port 8000] [--config serve.yaml]\n"
                "                                  HTTP inference server (batching, int8->fp32 fallback, API keys)\n"
                "  version                         print the version\n\n"
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
     if (cmd == "convert") return medq::cli::cmd_convert(argc, argv);
     if (cmd == "serve") return medq::cli::cmd_serve(argc, argv);
     if (cmd == "preprocess") return medq::cli::cmd_preprocess(argc, argv);
+    if (cmd == "annotate") return medq::cli::cmd_annotate(argc, argv);
     if (cmd == "version" || cmd == "--version") {
       std::printf("medq %s\n", MEDQ_VERSION);
       return 0;

@@ -206,45 +206,70 @@ Result<std::unique_ptr<Dataset>> Dataset::open(const DatasetSpec& spec) {
 
 Status Dataset::open_folder(Dataset* ds) {
   std::string root = ds->spec_.path;
-  if (!ds->spec_.split.empty()) {
-    root = (fs::path(root) / ds->spec_.split).string();
+  auto subdirs = [](const std::string& dir, std::vector<std::string>* out) -> Status {
     std::error_code ec;
-    if (!fs::is_directory(root, ec))
-      return not_found("image folder '" + ds->spec_.path + "' has no '" + ds->spec_.split + "' subfolder for the split");
-  }
-  static const std::set<std::string> kExt = {".png", ".jpg", ".jpeg", ".dcm"};
-  std::vector<std::string> classes;
-  std::error_code ec;
-  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    if (name.empty() || name[0] == '.') continue;
-    std::error_code e2;
-    if (it->is_directory(e2)) classes.push_back(name);
-  }
-  if (ec) return io_error("cannot list image folder '" + root + "': " + ec.message());
-  std::sort(classes.begin(), classes.end());
-  for (const auto& cls : classes) {
-    std::vector<std::string> files;
-    fs::path dir = fs::path(root) / cls;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       std::string name = it->path().filename().string();
       if (name.empty() || name[0] == '.') continue;
       std::error_code e2;
-      if (!it->is_regular_file(e2)) continue;
-      if (kExt.count(lower(it->path().extension().string()))) files.push_back(name);
+      if (it->is_directory(e2)) out->push_back(name);
     }
-    if (ec) return io_error("cannot list '" + dir.string() + "': " + ec.message());
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      Sample s;
-      s.id = cls + "/" + f;
-      s.path = (dir / f).string();
-      s.label = cls;
-      ds->samples_.push_back(std::move(s));
+    if (ec) return io_error("cannot list image folder '" + dir + "': " + ec.message());
+    std::sort(out->begin(), out->end());
+    return Status::ok();
+  };
+  static const std::set<std::string> kSplitNames = {"train", "val", "valid", "validation", "test"};
+  std::vector<std::pair<std::string, std::string>> roots;  // (folder, split name or "")
+  if (!ds->spec_.split.empty()) {
+    root = (fs::path(root) / ds->spec_.split).string();
+    std::error_code ec;
+    if (!fs::is_directory(root, ec))
+      return not_found("image folder '" + ds->spec_.path + "' has no '" + ds->spec_.split +
+                       "' subfolder for the split (use --split all for a folder of class folders)");
+    roots.emplace_back(root, ds->spec_.split);
+  } else {
+    // Every split: a folder whose subfolders are all split names (train/, test/, ...) holds one
+    // class-folder tree per split; otherwise its subfolders are the classes.
+    std::vector<std::string> top;
+    RETURN_IF_ERROR(subdirs(root, &top));
+    bool splits = !top.empty();
+    for (const auto& t : top) splits &= kSplitNames.count(lower(t)) > 0;
+    if (splits)
+      for (const auto& t : top) roots.emplace_back((fs::path(root) / t).string(), t);
+    else
+      roots.emplace_back(root, "");
+  }
+  static const std::set<std::string> kExt = {".png", ".jpg", ".jpeg", ".dcm"};
+  for (const auto& [dir_root, split] : roots) {
+    std::vector<std::string> classes;
+    RETURN_IF_ERROR(subdirs(dir_root, &classes));
+    for (const auto& cls : classes) {
+      std::vector<std::string> files;
+      fs::path dir = fs::path(dir_root) / cls;
+      std::error_code ec;
+      for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (name.empty() || name[0] == '.') continue;
+        std::error_code e2;
+        if (!it->is_regular_file(e2)) continue;
+        if (kExt.count(lower(it->path().extension().string()))) files.push_back(name);
+      }
+      if (ec) return io_error("cannot list '" + dir.string() + "': " + ec.message());
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files) {
+        Sample s;
+        s.id = (ds->spec_.split.empty() && !split.empty() ? split + "/" : std::string()) + cls + "/" + f;
+        s.path = (dir / f).string();
+        s.label = cls;
+        if (!split.empty()) s.attrs["split"] = split;
+        ds->samples_.push_back(std::move(s));
+      }
     }
   }
+  if (roots.size() > 1 || !roots[0].second.empty()) ds->attr_columns_.push_back("split");
   if (ds->samples_.empty())
-    return not_found("image folder '" + root + "' contains no images (expected <class>/*.png|jpg|jpeg|dcm)");
+    return not_found("image folder '" + root + "' contains no images (expected <class>/*.png|jpg|jpeg|dcm" +
+                     std::string(ds->spec_.split.empty() ? ", or <split>/<class>/..." : "") + ")");
   return Status::ok();
 }
 

@@ -30,7 +30,7 @@ struct PreprocessConfig {
   int resize_w = 0, resize_h = 0;  // 0 = keep the decoded size
   std::string interpolation = "bilinear";  // nearest | bilinear | bicubic | lanczos | box | hamming
   float scale = 1.f / 255;
-  std::vector<float> mean{0, 0, 0}, std{1, 1, 1};  // size 1 (broadcast) or #channels
+  std::vector<float> mean{0}, std{1};  // size 1 (broadcast) or #channels
   std::string layout = "NCHW";  // "NCHW" or "NHWC"
 };
 

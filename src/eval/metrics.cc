@@ -310,11 +310,11 @@ std::vector<int> ProbMatrix::argmax() const {
 std::vector<double> binary_scores(const ProbMatrix& probs, const std::vector<int>& positive_classes) {
   std::vector<double> s(probs.n(), 0.0);
   for (size_t i = 0; i < s.size(); ++i)
-    for (int c : positive_classes) s[i] += probs.at(i, c);
+    for (int c : positive_classes) s[i] = probs.independent ? std::max(s[i], probs.at(i, c)) : s[i] + probs.at(i, c);
   return s;
 }
 
-ProbMatrix to_probabilities(const std::vector<float>& logits, int k) {
+ProbMatrix softmax_rows(const std::vector<float>& logits, int k) {
   ProbMatrix pm;
   pm.k = k;
   pm.p.resize(logits.size());
@@ -322,18 +322,8 @@ ProbMatrix to_probabilities(const std::vector<float>& logits, int k) {
   for (size_t i = 0; i < n; ++i) {
     const float* x = &logits[i * k];
     double* out = &pm.p[i * k];
-    bool is_prob = true;
-    double s = 0;
-    for (int c = 0; c < k; ++c) {
-      if (!(x[c] >= 0 && x[c] <= 1)) is_prob = false;
-      s += x[c];
-    }
-    if (is_prob && std::fabs(s - 1.0) < 1e-3) {
-      for (int c = 0; c < k; ++c) out[c] = x[c];
-      continue;
-    }
     double mx = *std::max_element(x, x + k);
-    s = 0;
+    double s = 0;
     for (int c = 0; c < k; ++c) s += (out[c] = std::exp(static_cast<double>(x[c]) - mx));
     for (int c = 0; c < k; ++c) out[c] /= s;
   }

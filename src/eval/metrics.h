@@ -129,6 +129,9 @@ double binom_half_pmf(int64_t k, int64_t n);
 struct ProbMatrix {
   int k = 0;
   std::vector<double> p;  // n*k
+  // Rows are independent per-class probabilities (a sigmoid head with several outputs): they need
+  // not sum to 1, and a binary task's score is the largest positive-class probability.
+  bool independent = false;
   size_t n() const { return k ? p.size() / k : 0; }
   double at(size_t i, int c) const { return p[i * k + c]; }
   std::vector<double> column(int c) const;
@@ -180,12 +183,13 @@ struct MetricOptions {
 // balanced accuracy = mean recall over classes present in y (sklearn balanced_accuracy_score).
 ModelMetrics compute_metrics(const ProbMatrix& probs, const std::vector<int>& y, const MetricOptions& opt);
 
-// Summed probability of the positive classes per sample.
+// Probability of the positive side per sample: the summed probability of the positive classes
+// (the largest one for independent rows).
 std::vector<double> binary_scores(const ProbMatrix& probs, const std::vector<int>& positive_classes);
 
-// Numerically stable softmax of each row (rows that already are probabilities - all in [0,1],
-// summing to 1 within 1e-3 - are kept as they are).
-ProbMatrix to_probabilities(const std::vector<float>& logits, int k);
+// Numerically stable softmax of each row of k logits (output semantics: eval/runner.h
+// to_probabilities).
+ProbMatrix softmax_rows(const std::vector<float>& logits, int k);
 
 // ---------------------------------------------------------------------------------------------
 // Paired reference-vs-candidate statistics.

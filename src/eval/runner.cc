@@ -36,7 +36,8 @@ std::vector<std::string> split_list(const std::string& s) {
   return r;
 }
 
-Result<LoadedModel> load_classifier(const std::string& path, int num_threads) {
+Result<LoadedModel> load_classifier(const std::string& path, int num_threads, const SpecOverrides& overrides,
+                                    bool quiet) {
   LoadedModel lm;
   lm.path = path;
   ASSIGN_OR_RETURN(lm.model, load_model(path));
@@ -50,33 +51,41 @@ Result<LoadedModel> load_classifier(const std::string& path, int num_threads) {
     return invalid_argument(path + ": a classifier must have exactly one input (has " + std::to_string(g.inputs.size()) +
                             ")");
   if (g.outputs.empty()) return invalid_argument(path + ": the model has no output");
-  std::string lj = lm.model.meta("labels");
-  if (!lj.empty()) {
-    auto j = nlohmann::json::parse(lj, nullptr, false);
-    if (j.is_discarded() || !j.is_array())
-      return invalid_argument(path + ": metadata 'labels' is not a JSON list of strings");
-    for (const auto& e : j) {
-      if (!e.is_string()) return invalid_argument(path + ": metadata 'labels' is not a JSON list of strings");
-      lm.labels.push_back(e.get<std::string>());
-    }
-  }
+  ASSIGN_OR_RETURN(lm.spec, resolve_model_spec(lm.model, overrides, path));
+  lm.spec.warn_assumptions(quiet);
+  lm.labels = lm.spec.labels;
+  lm.preprocess = lm.spec.preprocess;
   const Value& out = g.value(g.outputs[0]);
   if (out.has_shape && !out.shape.empty() && out.shape.back() > 0) lm.num_outputs = out.shape.back();
-  std::string pj = lm.model.meta("preprocess");
-  if (!pj.empty()) {
-    auto cfg = parse_preprocess_json(pj);
-    if (!cfg.is_ok()) return cfg.status().with_context(path + ": metadata 'preprocess'");
-    lm.preprocess = cfg.value();
-    lm.has_preprocess = true;
-    default_resize_to_input(&lm.preprocess, lm.session->input_value(0).shape);
-  }
+  if (lm.preprocess.resize_w <= 0)
+    return invalid_argument(path + ": the model input " + shape_str(lm.spec.input_shape) +
+                            " has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H");
   return lm;
+}
+
+ProbMatrix to_probabilities(const std::vector<float>& outputs, int64_t n, OutputKind kind) {
+  ProbMatrix pm;
+  if (n < 1) return pm;
+  const int64_t k = classes_of_outputs(n);
+  pm.k = static_cast<int>(k);
+  pm.independent = kind == OutputKind::kSigmoid && n > 1;
+  const size_t rows = outputs.size() / static_cast<size_t>(n);
+  pm.p.resize(rows * static_cast<size_t>(k));
+  std::vector<float> tmp(static_cast<size_t>(k));
+  for (size_t i = 0; i < rows; ++i) {
+    class_probabilities(&outputs[i * n], n, kind, tmp.data());
+    for (int64_t c = 0; c < k; ++c) pm.p[i * k + c] = tmp[c];
+  }
+  return pm;
 }
 
 Result<std::vector<std::string>> resolve_class_names(const LoadedModel& m, const Dataset& ds) {
   std::vector<std::string> names = m.labels.empty() ? ds.label_values() : m.labels;
-  if (m.num_outputs > 0 && m.num_outputs != static_cast<int64_t>(names.size()))
-    return invalid_argument(m.path + ": the model has " + std::to_string(m.num_outputs) + " outputs but " +
+  if (m.num_outputs > 0 && m.num_classes() != static_cast<int64_t>(names.size()))
+    return invalid_argument(m.path + ": the model has " +
+                            (m.num_outputs == 1 ? std::string("1 output (a binary head: 2 classes)")
+                                                : std::to_string(m.num_outputs) + " outputs") +
+                            " but " +
                             std::to_string(names.size()) + " labels (" +
                             (m.labels.empty() ? "dataset label values: " : "metadata 'labels': ") + join(names) + ")");
   if (names.empty()) return invalid_argument(m.path + ": no class labels (model metadata 'labels' and dataset both empty)");

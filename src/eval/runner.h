@@ -9,7 +9,9 @@
 
 #include "core/status.h"
 #include "data/dataset.h"
+#include "data/model_spec.h"
 #include "data/preprocess.h"
+#include "eval/metrics.h"
 #include "ir/graph.h"
 #include "runtime/session.h"
 
@@ -19,13 +21,25 @@ struct LoadedModel {
   std::string path;
   Model model;
   std::unique_ptr<Session> session;
-  std::vector<std::string> labels;  // metadata "labels" (may be empty)
-  bool has_preprocess = false;
-  PreprocessConfig preprocess;  // from metadata "preprocess" (resize defaulted from the input shape)
-  int64_t num_outputs = -1;     // static size of output 0's last axis, -1 if unknown
+  ModelSpec spec;  // labels, preprocessing, output semantics (metadata, flags, inferred)
+  std::vector<std::string> labels;  // spec.labels (may be empty)
+  PreprocessConfig preprocess;      // spec.preprocess
+  int64_t num_outputs = -1;         // static size of output 0's last axis, -1 if unknown
+  // Classes the outputs describe (a single output: 2), -1 if unknown.
+  int64_t num_classes() const { return num_outputs < 0 ? -1 : classes_of_outputs(num_outputs); }
+  // Output values per sample for `classes` classes (a single-output binary head: 1).
+  int output_width(size_t classes) const {
+    return static_cast<int>(num_outputs > 0 ? num_outputs : static_cast<int64_t>(classes));
+  }
 };
 
-Result<LoadedModel> load_classifier(const std::string& path, int num_threads);
+// Loads and compiles a single-input classifier and resolves its spec (model_spec.h) with the
+// command line's overrides; prints the assumption warning unless quiet.
+Result<LoadedModel> load_classifier(const std::string& path, int num_threads, const SpecOverrides& overrides = {},
+                                    bool quiet = false);
+
+// Class probabilities of raw output rows (n values each) under the model's output semantics.
+ProbMatrix to_probabilities(const std::vector<float>& outputs, int64_t n, OutputKind kind);
 
 // Class names of the evaluation: the model's labels, or the dataset's label values when the
 // model has none. Errors: a model whose output count differs from the label count; dataset
@@ -42,8 +56,9 @@ std::vector<std::string> split_list(const std::string& s);
 Result<std::vector<std::string>> group_values(const Dataset& ds, const std::string& key);
 
 // Runs every model on each batch of `indices` (one decode pass). logits[m] receives
-// indices.size() * k floats (row-major). Errors name the model; an output whose per-sample size
-// differs from k is an error.
+// indices.size() * k raw output values (row-major; k = the models' output count, which is the
+// class count except for a single-output binary head). Errors name the model; an output whose
+// per-sample size differs from k is an error.
 Status run_models(const std::vector<const LoadedModel*>& models, const Dataset& ds, const std::vector<size_t>& indices,
                   const PreprocessConfig& cfg, int batch, int k, bool progress,
                   std::vector<std::vector<float>>* logits);

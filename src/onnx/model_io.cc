@@ -538,4 +538,34 @@ Status save_model(const Model& model, const std::string& path) {
   return write_file_atomic(path, bytes);
 }
 
+Status save_with_metadata(const std::string& in, const std::vector<std::pair<std::string, std::string>>& meta,
+                          const std::string& out) {
+  ASSIGN_OR_RETURN(std::string bytes, read_file(in));
+  onnx::ModelProto mp;
+  if (!mp.ParseFromString(bytes)) return invalid_argument("'" + in + "': not an ONNX model (protobuf parse failed)");
+  auto folder = [](const std::string& p) {
+    char buf[PATH_MAX];
+    std::string d = p.find('/') == std::string::npos ? "." : p.substr(0, p.find_last_of('/') + 1);
+    return ::realpath(d.c_str(), buf) ? std::string(buf) : d;
+  };
+  bool external = false;
+  for (const auto& t : mp.graph().initializer()) external |= t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL;
+  if (external && folder(in) != folder(out))
+    return invalid_argument("'" + in + "' keeps its weights in external data files; write -o into the same folder (" +
+                            folder(in) + ")");
+  for (const auto& [k, v] : meta) {
+    onnx::StringStringEntryProto* e = nullptr;
+    for (auto& x : *mp.mutable_metadata_props())
+      if (x.key() == k) e = &x;
+    if (!e) {
+      e = mp.add_metadata_props();
+      e->set_key(k);
+    }
+    e->set_value(v);
+  }
+  std::string outb;
+  if (!mp.SerializeToString(&outb)) return unsupported("'" + out + "': model is larger than 2 GB");
+  return write_file_atomic(out, outb);
+}
+
 }  // namespace medq

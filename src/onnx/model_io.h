@@ -33,6 +33,11 @@ struct LoadOptions {
 Result<Model> load_model(const std::string& path, const LoadOptions& opts = {});
 Result<Model> load_model_from_bytes(const std::string& bytes, const std::string& name, const LoadOptions& opts = {});
 Status save_model(const Model& model, const std::string& path);
+// Copies the ONNX file `in` to `out` with metadata_props entries set (same keys replaced, others
+// kept), everything else byte-for-byte as parsed (no IR round trip), written atomically. A model
+// with external data may only be written into its own folder (the locations are relative).
+Status save_with_metadata(const std::string& in, const std::vector<std::pair<std::string, std::string>>& meta,
+                          const std::string& out);
 
 // TensorProto conversion. `base_dir` resolves external data.
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string& base_dir);

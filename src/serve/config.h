@@ -20,6 +20,9 @@ struct ServeConfig {
   int threads = 0;                 // compute threads per model session (0: all cores)
   int http_threads = 128;          // connection handler threads (one per open keep-alive connection)
   bool tune_kernels = false;       // time oneDNN's convolution implementations per batch size at warm-up
+  // Model input overrides for every bundle (flags --color --resize ... --outputs; model_spec.h):
+  // applied over each fp32.onnx's metadata, inferred from its input shape where neither says.
+  std::map<std::string, std::string> spec_overrides;
 
   // Dynamic batching (per model).
   int max_batch = 8;               // rows per Session::run

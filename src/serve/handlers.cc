@@ -113,18 +113,22 @@ json infer_response(const std::string& model, const std::string& id, const std::
   return r;
 }
 
-json prediction_json(const float* logits, int64_t classes, const std::vector<std::string>& labels) {
-  std::vector<float> p = to_probabilities(logits, classes);
+json prediction_json(const float* outputs, int64_t n, OutputKind kind, const std::vector<std::string>& labels) {
+  std::vector<float> p = to_probabilities(outputs, n, kind);
+  const int64_t classes = static_cast<int64_t>(p.size());
   std::vector<std::string> names;
   for (int64_t c = 0; c < classes; ++c)
     names.push_back(c < static_cast<int64_t>(labels.size()) ? labels[c] : "class_" + std::to_string(c));
   int64_t top = std::max_element(p.begin(), p.end()) - p.begin();
-  return {{"labels", names},
-          {"probabilities", p},
-          {"logits", std::vector<float>(logits, logits + classes)},
-          {"top_class", names[top]},
-          {"top_index", top},
-          {"top_probability", p[top]}};
+  json j = {{"labels", names},
+            {"probabilities", p},
+            {"outputs", std::vector<float>(outputs, outputs + n)},
+            {"output_kind", output_kind_name(kind)},
+            {"top_class", names[top]},
+            {"top_index", top},
+            {"top_probability", p[top]}};
+  if (kind == OutputKind::kLogits) j["logits"] = j["outputs"];
+  return j;
 }
 
 json error_json(int http, const std::string& message, const std::string& request_id) {

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/model_spec.h"
+
 #include "core/status.h"
 #include "core/tensor.h"
 #include "data/image.h"
@@ -48,9 +50,11 @@ nlohmann::json infer_response(const std::string& model, const std::string& id, c
                               const std::vector<float>& logits, int64_t rows, int64_t classes,
                               const std::string& model_used);
 
-// One image's prediction: labels, probabilities (softmax of the logits unless they already are
-// a distribution), top class.
-nlohmann::json prediction_json(const float* logits, int64_t classes, const std::vector<std::string>& labels);
+// One image's prediction from its n output values: labels, "outputs" (the raw values),
+// "output_kind", "probabilities" (class probabilities under the model's output semantics: softmax
+// of logits, sigmoid outputs as they are, a single output as [1 - p, p]), top class; "logits"
+// only when the outputs are logits.
+nlohmann::json prediction_json(const float* outputs, int64_t n, OutputKind kind, const std::vector<std::string>& labels);
 
 nlohmann::json error_json(int http, const std::string& message, const std::string& request_id);
 

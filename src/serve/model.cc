@@ -15,20 +15,15 @@ namespace medq::serve {
 
 namespace fs = std::filesystem;
 
-std::vector<float> to_probabilities(const float* x, int64_t n) {
-  double s = 0;
-  bool prob = true;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!(x[i] >= 0 && x[i] <= 1)) prob = false;
-    s += x[i];
-  }
-  if (prob && std::fabs(s - 1.0) < 1e-3) return std::vector<float>(x, x + n);
-  std::vector<float> p(n);
-  float mx = *std::max_element(x, x + n);
-  s = 0;
-  for (int64_t i = 0; i < n; ++i) s += (p[i] = std::exp(x[i] - mx));
-  for (auto& v : p) v = static_cast<float>(v / s);
+std::vector<float> to_probabilities(const float* x, int64_t n, OutputKind kind) {
+  std::vector<float> p(static_cast<size_t>(classes_of_outputs(n)));
+  class_probabilities(x, n, kind, p.data());
   return p;
+}
+
+int64_t predicted_class(const float* x, int64_t n, OutputKind kind) {
+  std::vector<float> p = to_probabilities(x, n, kind);
+  return std::max_element(p.begin(), p.end()) - p.begin();
 }
 
 Result<std::vector<std::string>> list_bundles(const std::string& model_dir) {
@@ -50,9 +45,11 @@ Status check_io(const Session& s, const std::string& path) {
     return invalid_argument("'" + path + "': medq serve needs a model with exactly one input");
   const Value& in = s.input_value(0);
   if (in.shape.size() != 4 || in.dtype != DataType::kFloat32)
-    return invalid_argument("'" + path + "': input '" + in.name + "' must be a float32 image batch [N, C, H, W]");
+    return invalid_argument("'" + path + "': input '" + in.name + "' must be a float32 image batch [N, C, H, W] or [N, H, W, C]");
   for (int i = 1; i < 4; ++i)
-    if (in.shape[i] <= 0) return invalid_argument("'" + path + "': input '" + in.name + "' needs static C, H, W");
+    if (in.shape[i] <= 0)
+      return invalid_argument("'" + path + "': input '" + in.name + "' " + shape_str(in.shape) +
+                              " needs static channel and spatial dims");
   return Status::ok();
 }
 
@@ -102,31 +99,14 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& n
   m->input_name_ = in.name;
   m->output_name_ = m->fp32_->output_names()[0];
 
-  // Labels + preprocessing from metadata_props (as `medq run`).
-  std::string labels = fp32.meta("labels");
-  if (!labels.empty()) {
-    auto j = nlohmann::json::parse(labels, nullptr, false);
-    if (j.is_array())
-      for (const auto& e : j)
-        if (e.is_string()) m->labels_.push_back(e.get<std::string>());
-  }
-  std::string pre = fp32.meta("preprocess");
-  auto pc = parse_preprocess_json(pre.empty() ? "{}" : pre);
-  if (!pc.is_ok()) return pc.status().with_context("'" + fp32_path + "' metadata 'preprocess'");
-  m->pre_ = pc.value();
-  if (m->pre_.layout != "NCHW")
-    return invalid_argument("'" + fp32_path + "': medq serve supports NCHW models only (preprocess.layout)");
-  int ch = m->pre_.color == "L" ? 1 : 3;
-  if (ch != in.shape[1])
-    return invalid_argument("'" + fp32_path + "': preprocess colour '" + m->pre_.color + "' gives " +
-                            std::to_string(ch) + " channels, the input has " + std::to_string(in.shape[1]));
-  if (m->pre_.resize_w <= 0) {
-    m->pre_.resize_h = static_cast<int>(in.shape[2]);
-    m->pre_.resize_w = static_cast<int>(in.shape[3]);
-  } else if (m->pre_.resize_h != in.shape[2] || m->pre_.resize_w != in.shape[3]) {
-    return invalid_argument("'" + fp32_path + "': preprocess resize does not match the input shape " +
-                            shape_str(in.shape));
-  }
+  // Labels, preprocessing and output semantics as `medq run` resolves them.
+  auto spec = resolve_model_spec(fp32, cfg.spec_overrides, fp32_path);
+  if (!spec.is_ok()) return spec.status();
+  m->spec_ = spec.value();
+  if (!m->spec_.has_preprocess_metadata && cfg.spec_overrides.empty())
+    log_event("warn", "preprocess_assumed", {{"model", name}, {"message", m->spec_.assumption_warning()}});
+  m->labels_ = m->spec_.labels;
+  m->pre_ = m->spec_.preprocess;
   RETURN_IF_ERROR(validate_preprocess_config(m->pre_).with_context("'" + fp32_path + "'"));
 
   // Warm-up: plans + arenas for batch 1 and max_batch (with tune_kernels: every batch size the
@@ -136,7 +116,7 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& n
     for (int64_t r = 2; r < cfg.max_batch; ++r) warm_rows.push_back(r);
   auto warm = [&](const Session& s, const std::string& what) -> Status {
     for (int64_t rows : warm_rows) {
-      Tensor x = Tensor::zeros(DataType::kFloat32, {rows, in.shape[1], in.shape[2], in.shape[3]});
+      Tensor x = Tensor::zeros(DataType::kFloat32, {rows, in.shape[1], in.shape[2], in.shape[3]});  // the model's own layout
       auto r = s.run({x});
       if (!r.is_ok()) return r.status().with_context(what + " warm-up");
       Tensor y = as_f32(r.value()[0]);
@@ -149,9 +129,10 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& n
     return Status::ok();
   };
   RETURN_IF_ERROR(warm(*m->fp32_, "'" + fp32_path + "'"));
-  if (!m->labels_.empty() && static_cast<int64_t>(m->labels_.size()) != m->num_classes_)
+  if (!m->labels_.empty() && static_cast<int64_t>(m->labels_.size()) != classes_of_outputs(m->num_classes_))
     return invalid_argument("'" + fp32_path + "': " + std::to_string(m->labels_.size()) + " labels for " +
-                            std::to_string(m->num_classes_) + " classes");
+                            std::to_string(classes_of_outputs(m->num_classes_)) + " classes (" +
+                            std::to_string(m->num_classes_) + " output values)");
 
   // The compressed model: only when it exists, the selection allows it and the report approves it.
   const std::string comp_path = (fs::path(dir) / "model.onnx").string();
@@ -230,7 +211,7 @@ void ServedModel::record_shadow(const Tensor& a, const Tensor& b) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = a.data<float>() + r * n;
     const float* y = b.data<float>() + r * n;
-    bool differ = (std::max_element(x, x + n) - x) != (std::max_element(y, y + n) - y);
+    bool differ = predicted_class(x, n, spec_.outputs) != predicted_class(y, n, spec_.outputs);
     disagree_now += differ;
     shadow_window_.push_back(differ);
     shadow_disagree_ += differ;

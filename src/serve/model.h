@@ -6,8 +6,9 @@
 //   MODEL_DIR/<name>/report.json  optional: `medq validate --reference fp32.onnx --candidate
 //                                 model.onnx` report; gate.verdict must be "APPROVED" and
 //                                 models.candidate.sha256 must match model.onnx
-// Labels and preprocessing come from the fp32 model's metadata_props ("labels", "preprocess"),
-// as in `medq run`.
+// Labels, preprocessing and output semantics come from the fp32 model's metadata_props
+// ("labels", "preprocess", "outputs"), overridden by the config's spec_overrides and inferred
+// from the input shape where neither says (as in `medq run`).
 #pragma once
 
 #include "core/cpu.h"  // cpu_has_vnni: int8 selection
@@ -21,6 +22,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "data/image.h"
+#include "data/model_spec.h"
 #include "data/preprocess.h"
 #include "runtime/session.h"
 #include "serve/config.h"
@@ -43,10 +45,11 @@ class ServedModel {
 
   const std::string& name() const { return name_; }
   const std::vector<std::string>& labels() const { return labels_; }
-  const Shape& input_shape() const { return input_shape_; }  // [-1 or N, C, H, W] as in fp32.onnx
+  const Shape& input_shape() const { return input_shape_; }  // [-1 or N, C, H, W] or [N, H, W, C] as in fp32.onnx
+  const ModelSpec& spec() const { return spec_; }  // preprocessing, output semantics
   const std::string& input_name() const { return input_name_; }
   const std::string& output_name() const { return output_name_; }
-  int64_t num_classes() const { return num_classes_; }
+  int64_t num_classes() const { return num_classes_; }  // values per row of output 0
   bool has_compressed() const { return compressed_ != nullptr; }
   std::string active() const { return use_compressed_.load() ? "compressed" : "fp32"; }
   std::string selection_reason() const {
@@ -65,7 +68,7 @@ class ServedModel {
   // Decoded image -> one input row (row_elems() floats written at dst), with the model's
   // preprocessing.
   Status preprocess_into(const Image& img, float* dst) const;
-  // Runs a [rows, C, H, W] batch with fallback and shadow validation. Thread-safe; the batcher
+  // Runs a [rows, ...input row shape] batch with fallback and shadow validation. Thread-safe; the batcher
   // calls it from one thread per model.
   Result<RunOutput> run(const Tensor& x);
 
@@ -81,6 +84,7 @@ class ServedModel {
   std::unique_ptr<Session> fp32_, compressed_;
   std::vector<std::string> labels_;
   PreprocessConfig pre_;
+  ModelSpec spec_;
   Shape input_shape_;
   std::string input_name_, output_name_;
   int64_t num_classes_ = 0;
@@ -95,7 +99,9 @@ class ServedModel {
 // Sub-directories of model_dir that hold fp32.onnx, sorted.
 Result<std::vector<std::string>> list_bundles(const std::string& model_dir);
 
-// Converts logits rows to probabilities (softmax unless a row already is a distribution).
-std::vector<float> to_probabilities(const float* row, int64_t n);
+// Class probabilities of one output row under the model's output semantics (model_spec.h).
+std::vector<float> to_probabilities(const float* row, int64_t n, OutputKind kind);
+// Predicted class of one output row.
+int64_t predicted_class(const float* row, int64_t n, OutputKind kind);
 
 }  // namespace medq::serve

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "serve/handlers.h"
 #include "serve/log.h"
@@ -42,6 +43,17 @@ void send_error(httplib::Response& res, int status, const std::string& msg) {
 }
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+// Body bytes received: Content-Length (multipart bodies are parsed into parts, not kept in body).
+size_t bytes_in(const httplib::Request& req) {
+  const std::string cl = req.get_header_value("Content-Length");
+  if (!cl.empty()) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(cl.c_str(), &end, 10);
+    if (end && *end == '\0') return static_cast<size_t>(v);
+  }
+  return req.body.size();
+}
 
 std::string presented_key(const httplib::Request& req) {
   std::string a = req.get_header_value("Authorization");
@@ -205,6 +217,31 @@ Status Server::reload(const std::string& name) {
   return Status::ok();
 }
 
+void Server::answer_bodiless(const httplib::Request& req, httplib::Response& res) {
+  static const std::regex load_re(std::string("^/v2/repository/models/") + kName + "/load$");
+  std::smatch m;
+  if (req.method == "POST" && std::regex_match(req.path, m, load_re)) {
+    handle_load(m[1], res);  // a load needs no body
+    return;
+  }
+  t_ctx.endpoint = "empty_body";
+  send_error(res, 400,
+             "empty request body (no Content-Length): send the image as the body (raw bytes with Content-Type "
+             "image/png, image/jpeg or application/dicom, or multipart/form-data), or the JSON tensor for /infer");
+}
+
+void Server::handle_load(const std::string& name, httplib::Response& res) {
+  t_ctx.endpoint = "repository_load";
+  t_ctx.model = name;
+  Status st = reload(t_ctx.model);
+  if (!st.is_ok()) {
+    send_error(res, http_status_for(st), "reload failed (the previous version keeps serving): " + st.message());
+    return;
+  }
+  auto s = slot(t_ctx.model);
+  send_json(res, 200, {{"name", t_ctx.model}, {"loaded", true}, {"active", s ? s->model->active() : ""}});
+}
+
 void Server::install_routes() {
   httplib::Server& h = *http_;
 
@@ -234,6 +271,17 @@ void Server::install_routes() {
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.path == "/v2/health/live" || req.path == "/v2/health/ready") return httplib::Server::HandlerResponse::Unhandled;
+    // A request with a body method but neither Content-Length nor chunked encoding has an empty
+    // body (RFC 9112 6.3); cpp-httplib would read it until the connection closes (a client
+    // such as `curl -X POST` then waits for the socket timeout). Answered here at once.
+    const bool body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+    const bool no_body = body_method && !req.has_header("Content-Length") &&
+                         req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos;
+    if (no_body && !keys_.enabled() && !limiter_.enabled()) {
+      answer_bodiless(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+
     std::string who = req.remote_addr;
     if (keys_.enabled()) {
       const std::string key = presented_key(req);
@@ -254,6 +302,10 @@ void Server::install_routes() {
         send_error(res, 429, "rate limit exceeded");
         return httplib::Server::HandlerResponse::Handled;
       }
+    }
+    if (no_body) {
+      answer_bodiless(req, res);
+      return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -289,7 +341,7 @@ void Server::install_routes() {
       // Metadata only: never the body, file names or image/DICOM content.
       json j = {{"request_id", t_ctx.id}, {"method", req.method}, {"endpoint", t_ctx.endpoint},
                 {"status", res.status},   {"ms", std::round(ms * 1000) / 1000}, {"client", t_ctx.client},
-                {"bytes_in", req.body.size()}};
+                {"bytes_in", bytes_in(req)}};
       if (!t_ctx.model.empty()) j["model"] = t_ctx.model;
       if (!t_ctx.model_used.empty()) j["model_used"] = t_ctx.model_used;
       if (t_ctx.rows) j["images"] = t_ctx.rows;
@@ -346,6 +398,9 @@ void Server::install_routes() {
                {"outputs", json::array({{{"name", m.output_name()}, {"datatype", "FP32"}, {"shape", {-1, m.num_classes()}}}})},
                {"parameters",
                 {{"labels", m.labels()},
+                 {"layout", m.spec().preprocess.layout},
+                 {"preprocess", json::parse(m.spec().preprocess_json())},
+                 {"outputs", output_kind_name(m.spec().outputs)},
                  {"active", m.active()},
                  {"has_compressed", m.has_compressed()},
                  {"selection_reason", m.selection_reason()}}}});
@@ -493,7 +548,7 @@ void Server::install_routes() {
            if (!prepare(*s->model, ups, &p, res)) return;
            Answer a = run_payload(*s, p, 1, res);
            if (!a.ok) return;
-           json j = prediction_json(a.r.logits.data(), a.r.classes, s->model->labels());
+           json j = prediction_json(a.r.logits.data(), a.r.classes, s->model->spec().outputs, s->model->labels());
            j["request_id"] = t_ctx.id;
            j["model"] = s->model->name();
            j["model_used"] = a.r.model_used;
@@ -526,7 +581,8 @@ void Server::install_routes() {
            if (!a.ok) return;
            json results = json::array();
            for (int64_t i = 0; i < rows; ++i) {
-             json p = prediction_json(a.r.logits.data() + i * a.r.classes, a.r.classes, s->model->labels());
+             json p = prediction_json(a.r.logits.data() + i * a.r.classes, a.r.classes, s->model->spec().outputs,
+                                     s->model->labels());
              p["filename"] = ups[i].first;
              results.push_back(p);
            }
@@ -560,17 +616,7 @@ void Server::install_routes() {
          });
 
   h.Post(std::string("/v2/repository/models/") + kName + "/load",
-         [this](const httplib::Request& req, httplib::Response& res) {
-           t_ctx.endpoint = "repository_load";
-           t_ctx.model = req.matches[1];
-           Status st = reload(t_ctx.model);
-           if (!st.is_ok()) {
-             send_error(res, http_status_for(st), "reload failed (the previous version keeps serving): " + st.message());
-             return;
-           }
-           auto s = slot(t_ctx.model);
-           send_json(res, 200, {{"name", t_ctx.model}, {"loaded", true}, {"active", s ? s->model->active() : ""}});
-         });
+         [this](const httplib::Request& req, httplib::Response& res) { handle_load(req.matches[1], res); });
 }
 
 }  // namespace medq::serve

@@ -19,7 +19,9 @@
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace medq::serve {
 
@@ -54,6 +56,11 @@ class Server {
  private:
   Result<std::shared_ptr<Slot>> make_slot(const std::string& name);
   void install_routes();
+  // POST /v2/repository/models/NAME/load.
+  void handle_load(const std::string& name, httplib::Response& res);
+  // A body-method request without Content-Length or chunked encoding (its body is empty):
+  // a load is run, anything else gets its 400 at once.
+  void answer_bodiless(const httplib::Request& req, httplib::Response& res);
 
   ServeConfig cfg_;
   Metrics metrics_;

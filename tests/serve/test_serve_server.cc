@@ -402,6 +402,75 @@ TEST(ServeServer, MalformedAndOversizedUploads) {
   fs::remove_all(dir);
 }
 
+// Sends raw bytes on a fresh connection and returns what came back within `timeout_s`.
+std::string raw_exchange(int port, const std::string& req, double timeout_s, double* seconds) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{static_cast<time_t>(timeout_s), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  auto t0 = std::chrono::steady_clock::now();
+  (void)!::send(fd, req.data(), req.size(), 0);
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    auto he = got.find("\r\n\r\n");
+    if (he != std::string::npos) {  // headers + Content-Length body complete
+      auto cl = got.find("Content-Length: ");
+      if (cl != std::string::npos && got.size() >= he + 4 + std::stoul(got.substr(cl + 16))) break;
+    }
+  }
+  *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  return got;
+}
+
+TEST(ServeServer, BodilessPostsAreAnsweredAtOnce) {
+  // `curl -X POST URL` sends neither Content-Length nor a chunked body: the body is empty and the
+  // answer must come at once (was: cpp-httplib read until the 30 s socket timeout).
+  LogCapture logs;
+  std::string dir = temp_dir("bodiless");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.socket_timeout_s = 30;
+  auto r = start(cfg);
+  for (const char* path : {"/v1/models/tiny/predict", "/v1/models/tiny/predict_batch", "/v2/models/tiny/infer"}) {
+    double secs = 0;
+    std::string got = raw_exchange(r.server->port(), std::string("POST ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n", 10, &secs);
+    EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << path << ": " << got;
+    EXPECT_NE(got.find("empty request body"), std::string::npos) << got;
+    EXPECT_LT(secs, 2.0) << path;
+  }
+  double secs = 0;
+  std::string got = raw_exchange(r.server->port(), "POST /v2/repository/models/tiny/load HTTP/1.1\r\nHost: x\r\n\r\n", 20, &secs);
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;  // a load needs no body
+  EXPECT_LT(secs, 10.0);
+  // The server keeps serving; multipart uploads log their size (was bytes_in 0).
+  std::string png = png_bytes();
+  httplib::MultipartFormDataItems one = {{"image", png, "a.png", "image/png"}};
+  EXPECT_EQ(r.cli->Post("/v1/models/tiny/predict", one)->status, 200);
+  r.server->shutdown();
+  bool found = false;
+  for (const auto& l : logs.lines()) {
+    json j = json::parse(l, nullptr, false);
+    if (j.is_object() && j.value("endpoint", "") == "predict" && j.value("status", 0) == 200) {
+      EXPECT_GT(j.value("bytes_in", 0), static_cast<int>(png.size())) << l;
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found) << logs.all();
+  fs::remove_all(dir);
+}
+
 TEST(ServeServer, DicomLogsCarryNoPatientData) {
   const std::string dcm = std::string(MEDQ_SHARED_DATA) + "/dicom/MR_small.dcm";
   if (!fs::exists(dcm)) GTEST_SKIP() << "shared data not found: " << dcm;

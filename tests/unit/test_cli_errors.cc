@@ -126,6 +126,16 @@ TEST_F(CliErrors, TruncatedDicom) {
   EXPECT_FALSE(exists(file("out.npy")));
 }
 
+TEST_F(CliErrors, UndecodableJpeg2000DicomIsBadInput) {
+  std::string dcm = std::string(MEDQ_SHARED_DATA) + "/dicom/JPEG2000.dcm";
+  if (!exists(dcm)) GTEST_SKIP() << dcm << " not found";
+  write_tiny_model("tiny.onnx");
+  auto r = run("run tiny.onnx '" + dcm + "' --save-output out.npy");
+  expect_one_line_error(r, {"JPEG2000.dcm", "JPEG 2000"});
+  EXPECT_EQ(r.exit_code, 2);  // documented: 2 = bad input (was 1)
+  EXPECT_FALSE(exists(file("out.npy")));
+}
+
 TEST_F(CliErrors, MissingInputFile) {
   write_tiny_model("tiny.onnx");
   auto r = run("run tiny.onnx missing_image.png --save-output out.npy");

@@ -261,6 +261,33 @@ TEST(Dataset, ImageFolder) {
   EXPECT_FALSE(s.is_ok());
 }
 
+TEST(Dataset, ImageFolderWithSplitSubfolders) {
+  TempDir dir;
+  copy_fixture("rgb8.png", dir / "train/benign/a.png");
+  copy_fixture("rgb8.png", dir / "train/malignant/b.png");
+  copy_fixture("gray8.png", dir / "test/benign/c.png");
+  // One split: its class folders.
+  auto t = Dataset::open(DatasetSpec{dir.path(), "test"});
+  ASSERT_TRUE(t.is_ok()) << t.status().message();
+  ASSERT_EQ((*t)->size(), 1u);
+  EXPECT_EQ((*t)->sample(0).label, "benign");
+  // Every split (was: 'test' and 'train' read as two classes).
+  auto all = Dataset::open(DatasetSpec{dir.path()});
+  ASSERT_TRUE(all.is_ok()) << all.status().message();
+  const Dataset& ds = **all;
+  ASSERT_EQ(ds.size(), 3u);
+  EXPECT_EQ(ds.label_values(), (std::vector<std::string>{"benign", "malignant"}));
+  EXPECT_EQ(ds.sample(0).id, "test/benign/c.png");
+  EXPECT_EQ(ds.sample(0).attrs.at("split"), "test");
+  EXPECT_EQ(ds.sample(2).attrs.at("split"), "train");
+  auto cols = ds.columns();
+  EXPECT_NE(std::find(cols.begin(), cols.end(), "split"), cols.end());
+  // A missing split names the flag for a plain class folder.
+  auto v = Dataset::open(DatasetSpec{dir.path(), "val"});
+  ASSERT_FALSE(v.is_ok());
+  EXPECT_NE(v.status().message().find("--split all"), std::string::npos) << v.status().message();
+}
+
 // ---------------------------------------------------------------------------------------------
 // npz
 // ---------------------------------------------------------------------------------------------

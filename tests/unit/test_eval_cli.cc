@@ -279,7 +279,7 @@ TEST(EvalRealData, ModelCardAccuracies) {
     ASSERT_TRUE(st.is_ok()) << st.message();
     eval::MetricOptions opt;
     if (!c.positive.empty()) opt.positive_classes = eval::parse_positive(c.positive, names.value()).value();
-    eval::ModelMetrics mm = eval::compute_metrics(eval::to_probabilities(logits[0], k), y.value(), opt);
+    eval::ModelMetrics mm = eval::compute_metrics(eval::to_probabilities(logits[0], k, m.value().spec.outputs), y.value(), opt);
     EXPECT_NEAR(mm.accuracy, c.acc, 1e-4) << c.model;
     if (!std::isnan(c.bal)) {
       EXPECT_NEAR(mm.balanced_accuracy, c.bal, 5e-4) << c.model;

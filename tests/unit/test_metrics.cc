@@ -352,7 +352,7 @@ TEST(Metrics, RealLogitsMatchSklearnAndModelCard) {
       while (std::getline(ss, cell, ',')) logits.push_back(std::stof(cell));
     }
     int k = static_cast<int>(names.size());
-    ProbMatrix pm = to_probabilities(logits, k);
+    ProbMatrix pm = softmax_rows(logits, k);
     MetricOptions opt;
     if (r.contains("binary")) opt.positive_classes = r["binary"]["positives"].get<std::vector<int>>();
     ModelMetrics m = compute_metrics(pm, y, opt);
