@@ -39,7 +39,9 @@ const char* kUsage =
     "  --samples N                calibration samples (default: 500)\n"
     "  --balance-by K1,K2         stratify the sample by these columns (default: label)\n"
     "  --seed S                   sampling seed (default: 0)\n"
-    "  --batch N                  calibration batch size (default: 16)\n"
+    "  --batch N                  calibration batch size (default: 16, or as many images as keep the\n"
+    "                             largest activation tensor within 32 MiB, at least 1)\n"
+    "  --threads T                worker threads (default: all cores)\n"
     "  --method M                 minmax | percentile | entropy | mse (default: minmax)\n"
     "  --percentile P             for --method percentile (default: 99.99)\n"
     "  --activations u8|s8        activation type (default: u8, asymmetric)\n"
@@ -190,6 +192,10 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
   auto batch_flag = a.get_int("--batch", 16);
   if (!batch_flag.is_ok()) return report_error(batch_flag.status());
   if (batch_flag.value() <= 0) return report_error(invalid_argument("--batch: expected a positive integer"));
+  auto threads = a.get_int("--threads", 0);
+  if (!threads.is_ok()) return report_error(threads.status());
+  if (threads.value() < 0) return report_error(invalid_argument("--threads: expected >= 0"));
+  o.num_threads = static_cast<int>(threads.value());
 
   // Mixed precision flags (checked before any long work).
   const bool use_eval = a.has("--eval");
@@ -299,6 +305,19 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
                                            " has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H"));
     int64_t fixed_batch = !in.shape.empty() && in.shape[0] > 0 ? in.shape[0] : 0;
     int batch = fixed_batch > 0 ? static_cast<int>(fixed_batch) : static_cast<int>(batch_flag.value());
+    if (fixed_batch <= 0 && !a.has("--batch")) {
+      // Large activations (e.g. 32 x 238 x 238 floats = 7 MiB per image after a 240x240 input's
+      // first convolution): a batch of 16 held 0.5 GiB of activations and reorders; keep the
+      // largest activation of a batch within 32 MiB.
+      int64_t per_image = 0;
+      for (const Value& v : m.graph.values) {
+        if (v.is_constant() || !v.has_shape || v.shape.size() < 2) continue;
+        int64_t n = 1;
+        for (size_t d = 1; d < v.shape.size() && n > 0; ++d) n = v.shape[d] > 0 ? n * v.shape[d] : -1;
+        if (n > 0) per_image = std::max(per_image, n * static_cast<int64_t>(dtype_size(v.dtype == DataType::kUndefined ? DataType::kFloat32 : v.dtype)));
+      }
+      if (per_image > 0) batch = static_cast<int>(std::clamp<int64_t>((int64_t{32} << 20) / per_image, 1, batch));
+    }
 
     // Evaluation data: opened and checked against the calibration sample before calibrating.
     std::unique_ptr<Dataset> eds;
@@ -398,6 +417,7 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
                                              " classes; record the labels with `medq annotate --labels`"));
       const OutputKind kind = mspec.outputs;
       SessionOptions so;
+      so.num_threads = o.num_threads;
       auto run_eval = [&](const Model& model, const std::string& what) -> Result<std::vector<float>> {
         eval::LoadedModel lm;
         lm.path = what;
@@ -586,7 +606,7 @@ int cmd_quantize(int argc, char** argv) {
   auto pa = parse_args(static_cast<int>(av.size()), av.data(), 2,
                        with_spec_flags({"--calib", "--split", "--label-column", "--samples", "--balance-by", "--seed", "--batch",
                         "--method", "--percentile", "--activations", "--exclude", "--mode", "--report", "--output",
-                        "--max-drop", "--min-agreement", "--fallback-weights", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples"}),
+                        "--max-drop", "--min-agreement", "--fallback-weights", "--eval", "--eval-split", "--eval-samples", "--metric", "--sensitivity-samples", "--threads"}),
                        {"--symmetric-activations", "--per-tensor", "--quantize-outputs", "--quiet", "--help"});
   if (!pa.is_ok()) return report_error(pa.status());
   const Args& a = pa.value();

@@ -65,9 +65,11 @@ class AssignLayoutsPass : public Pass {
     if (!backend_allowed(ctx, "dnnl")) return Status::ok();
     const Layout bl = blocked_layout_for(g, ctx.layout);
     if (bl == Layout::kPlain) return Status::ok();
-    RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));
-    RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));
-    RETURN_IF_ERROR(fuse_concat_batchnorm(g, ctx, changed));
+    if (!ctx.keep_values) {
+      RETURN_IF_ERROR(remove_noop_pads(g, ctx, changed));
+      RETURN_IF_ERROR(fuse_batchnorm_relu(g, ctx, changed));
+      RETURN_IF_ERROR(fuse_concat_batchnorm(g, ctx, changed));
+    }
     const size_t nn = g.nodes.size();
 
     // 1. Nodes whose dnnl kernel can be created (with plain markers).

@@ -19,6 +19,7 @@ struct PassContext {
   std::vector<std::string> log;  // one line per change, for reports
   std::vector<std::string> backends;  // kernel backends the session may use (empty: all); read by "layouts"
   std::string layout;  // blocked activation layout for "layouts": "" or "auto" (blocked_layout_for), else a layout name
+  bool keep_values = false;  // "layouts" only marks layouts: no rewrite that removes or renames a value
 };
 
 class Pass {

@@ -1,5 +1,7 @@
 #include "quant/calibration.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -33,19 +35,24 @@ StreamingHistogram::StreamingHistogram(int num_bins) {
   bins_.assign(num_bins, 0);
 }
 
+// Large tensors (calibration activations of tens of MB) are scanned by the session's OpenMP
+// threads; results do not depend on the thread count (min/max and integer counts).
+constexpr int64_t kParallelScan = 1 << 16;
+
 static void batch_minmax(const float* x, int64_t n, float& mn, float& mx, int64_t& valid) {
   float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  int64_t v = 0;
+  int64_t nans = 0;
+  // std::min/std::max keep their first argument when f is NaN, so NaNs drop out by themselves.
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) reduction(+ : nans) if (n > kParallelScan)
   for (int64_t i = 0; i < n; ++i) {
-    float f = x[i];
-    if (std::isnan(f)) continue;
-    ++v;
+    const float f = x[i];
+    nans += f != f;
     lo = std::min(lo, f);
     hi = std::max(hi, f);
   }
   mn = lo;
   mx = hi;
-  valid = v;
+  valid = n - nans;
 }
 
 void StreamingHistogram::add_minmax(const float* x, int64_t n) {
@@ -122,14 +129,29 @@ void StreamingHistogram::add(const float* x, int64_t n) {
   const int64_t nb = static_cast<int64_t>(bins_.size());
   const double inv_w = nb / (2 * range_);
   const double half = static_cast<double>(nb / 2);
-  int64_t* b = bins_.data();
-  for (int64_t i = 0; i < n; ++i) {
-    float f = x[i];
-    if (std::isnan(f)) continue;
-    double p = std::floor(static_cast<double>(f) * inv_w + half);
-    int64_t idx = p < 0 ? 0 : (p >= nb ? nb - 1 : static_cast<int64_t>(p));
-    ++b[idx];
+  auto bin_range = [&](int64_t i0, int64_t i1, int64_t* b) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float f = x[i];
+      if (std::isnan(f)) continue;
+      double p = std::floor(static_cast<double>(f) * inv_w + half);
+      int64_t idx = p < 0 ? 0 : (p >= nb ? nb - 1 : static_cast<int64_t>(p));
+      ++b[idx];
+    }
+  };
+  const int threads = n > kParallelScan ? omp_get_max_threads() : 1;
+  if (threads <= 1) {
+    bin_range(0, n, bins_.data());
+    return;
   }
+  // Per-thread bins, summed: integer counts, the same for any thread count.
+  std::vector<int64_t> local(static_cast<size_t>(threads) * nb, 0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    bin_range(n * t / nt, n * (t + 1) / nt, local.data() + static_cast<size_t>(t) * nb);
+  }
+  for (int t = 0; t < threads; ++t)
+    for (int64_t j = 0; j < nb; ++j) bins_[j] += local[static_cast<size_t>(t) * nb + j];
 }
 
 std::vector<double> StreamingHistogram::abs_bins() const {
@@ -297,7 +319,7 @@ TensorRange compute_range(const StreamingHistogram& h, const RangeOptions& o) {
 Calibrator::Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins, bool channel_means)
     : tensors_(std::move(tensors)), need_histograms_(need_histograms), num_bins_(num_bins), channel_means_(channel_means) {}
 
-void Calibrator::observe(const Value& v, const Tensor& t) {
+void Calibrator::observe(const Value& v, const Tensor& t, Layout layout) {
   if (t.dtype() != DataType::kFloat32 || !tensors_.count(v.name)) return;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = stats_.find(v.name);
@@ -310,22 +332,70 @@ void Calibrator::observe(const Value& v, const Tensor& t) {
   if (channel_means_ && t.rank() >= 2 && t.dim(1) > 0) {
     int64_t inner = 1;
     for (int d = 2; d < t.rank(); ++d) inner *= t.dim(d);
-    it->second.add_channels(t.data<float>(), t.dim(0), t.dim(1), inner);
+    if (layout == Layout::kNhwc)
+      it->second.add_channels_last(t.data<float>(), t.dim(0) * inner, t.dim(1));
+    else if (layout == Layout::kPlain)
+      it->second.add_channels(t.data<float>(), t.dim(0), t.dim(1), inner);
+    else
+      channel_layout_error_ = true;  // calibration sessions store activations plain or nhwc only
   }
 }
+
+namespace {
+
+// Sum of the finite values of p[0..n), in float blocks of 256 added in double (vectorizes; the
+// result depends only on n and the values).
+double finite_sum(const float* p, int64_t n) {
+  double s = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 256) {
+    const int64_t i1 = std::min(n, i0 + 256);
+    float b = 0;
+#pragma omp simd reduction(+ : b)
+    for (int64_t i = i0; i < i1; ++i) {
+      const float f = p[i];
+      b += f - f == 0.f ? f : 0.f;  // NaN and +-inf give NaN in f - f
+    }
+    s += b;
+  }
+  return s;
+}
+
+}  // namespace
 
 void StreamingHistogram::add_channels(const float* x, int64_t outer, int64_t channels, int64_t inner) {
   if (channel_sum_.empty() && channel_count_ == 0) channel_sum_.assign(channels, 0.0);
   if (static_cast<int64_t>(channel_sum_.size()) != channels) return;  // shape changed: keep the first
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* p = x + (o * channels + c) * inner;
-      double s = 0;
-      for (int64_t i = 0; i < inner; ++i)
-        if (std::isfinite(p[i])) s += p[i];
-      channel_sum_[c] += s;
-    }
+  // One channel per iteration (its sums in sample order): the same for any thread count.
+#pragma omp parallel for schedule(static) if (outer * channels * inner > kParallelScan)
+  for (int64_t c = 0; c < channels; ++c) {
+    double s = 0;
+    for (int64_t o = 0; o < outer; ++o) s += finite_sum(x + (o * channels + c) * inner, inner);
+    channel_sum_[c] += s;
+  }
   channel_count_ += outer * inner;
+}
+
+void StreamingHistogram::add_channels_last(const float* x, int64_t rows, int64_t channels) {
+  if (channel_sum_.empty() && channel_count_ == 0) channel_sum_.assign(channels, 0.0);
+  if (static_cast<int64_t>(channel_sum_.size()) != channels) return;
+  // Fixed blocks of rows summed in float, blocks added in block order (thread-count independent).
+  constexpr int64_t kRows = 256;
+  const int64_t nblocks = (rows + kRows - 1) / kRows;
+  std::vector<double> part(static_cast<size_t>(nblocks * channels), 0.0);
+#pragma omp parallel for schedule(static) if (rows * channels > kParallelScan)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    std::vector<float> acc(static_cast<size_t>(channels), 0.f);
+    float* a = acc.data();
+    for (int64_t r = b * kRows; r < std::min(rows, (b + 1) * kRows); ++r) {
+      const float* p = x + r * channels;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) a[c] += p[c] - p[c] == 0.f ? p[c] : 0.f;
+    }
+    for (int64_t c = 0; c < channels; ++c) part[static_cast<size_t>(b * channels + c)] = a[c];
+  }
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int64_t c = 0; c < channels; ++c) channel_sum_[c] += part[static_cast<size_t>(b * channels + c)];
+  channel_count_ += rows;
 }
 
 std::vector<double> StreamingHistogram::channel_means() const {

@@ -19,6 +19,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ir/graph.h"
+#include "kernels/dnnl/dnnl_layout.h"
 
 namespace medq {
 
@@ -49,6 +50,8 @@ class StreamingHistogram {
   // Per-channel means along axis 1 of the tensors added with add_channels (x viewed as
   // [outer, channels, inner]); used by bias correction. Empty until the first call.
   void add_channels(const float* x, int64_t outer, int64_t channels, int64_t inner);
+  // The same for channels-last data: `rows` rows of `channels` values (an nhwc activation).
+  void add_channels_last(const float* x, int64_t rows, int64_t channels);
   std::vector<double> channel_means() const;
 
  private:
@@ -95,7 +98,9 @@ class Calibrator {
   // channel_means: also keep per-channel means (StreamingHistogram::add_channels), for bias correction.
   Calibrator(std::set<std::string> tensors, bool need_histograms, int num_bins = 4096, bool channel_means = false);
   // Records a tensor (called by the observer; thread-safe). Ignores other names/dtypes.
-  void observe(const Value& v, const Tensor& t);
+  void observe(const Value& v, const Tensor& t, Layout layout = Layout::kPlain);
+  // A channel-mean tensor arrived in a layout other than plain / nhwc (then the means are off).
+  bool channel_layout_error() const { return channel_layout_error_; }
   const std::map<std::string, StreamingHistogram>& stats() const { return stats_; }
   int64_t batches() const { return batches_; }
   void count_batch() { ++batches_; }
@@ -108,6 +113,7 @@ class Calibrator {
   std::mutex mu_;
   std::map<std::string, StreamingHistogram> stats_;
   int64_t batches_ = 0;
+  bool channel_layout_error_ = false;
 };
 
 }  // namespace medq

@@ -106,6 +106,7 @@ Result<std::vector<LayerSensitivity>> measure_sensitivity(const Model& prepared,
   if (batches.empty()) return invalid_argument("sensitivity analysis needs at least one evaluation batch");
   SessionOptions so;
   so.optimize = false;  // keep every tensor under its own name for the observer
+  so.num_threads = o.num_threads;
   // fp32 reference: model outputs and a subsample of every unit's output, per batch.
   std::map<std::string, size_t> unit_of_output;
   for (size_t u = 0; u < units.size(); ++u) unit_of_output[units[u].output] = u;
@@ -115,7 +116,7 @@ Result<std::vector<LayerSensitivity>> measure_sensitivity(const Model& prepared,
     ASSIGN_OR_RETURN(auto session, Session::create(prepared, so));
     for (size_t b = 0; b < batches.size(); ++b) {
       RunStats rs;
-      rs.observer = [&](const Value& v, const Tensor& t) {
+      rs.observer = [&](const Value& v, const Tensor& t, Layout) {
         auto it = unit_of_output.find(v.name);
         if (it != unit_of_output.end() && t.dtype() == DataType::kFloat32) ref_out[it->second][b] = subsample(t);
       };
@@ -143,7 +144,7 @@ Result<std::vector<LayerSensitivity>> measure_sensitivity(const Model& prepared,
     for (size_t b = 0; b < batches.size(); ++b) {
       std::vector<float> got;
       RunStats rs;
-      rs.observer = [&](const Value& v, const Tensor& t) {
+      rs.observer = [&](const Value& v, const Tensor& t, Layout) {
         if (v.name == unit.output && t.dtype() == DataType::kFloat32) got = subsample(t);
       };
       auto r = session->run(batches[b], &rs);

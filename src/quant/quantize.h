@@ -43,6 +43,7 @@ struct QuantizeOptions {
   bool quantize_outputs = false;     // also quantize values that are graph outputs
   int num_bins = 4096;               // calibration histogram bins over [-R, R]
   bool bias_correction = true;       // fold the mean shift of int8 weight rounding into the bias
+  int num_threads = 0;               // calibration session threads (0: all cores)
 };
 
 struct QParams {

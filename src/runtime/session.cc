@@ -80,6 +80,15 @@ Status Session::compile(const SessionOptions& opts) {
                               "' (expected auto, nhwc, nChw8c, nChw16c or plain)");
     pctx.layout = opts.layout;
     RETURN_IF_ERROR(run_default_pipeline(graph_, pctx));
+  } else if (opts.assign_layouts) {
+    PassContext pctx;
+    pctx.opset = opset;
+    pctx.verify = opts.verify_passes;
+    pctx.backends = opts.backends;
+    pctx.layout = opts.layout;
+    pctx.keep_values = true;
+    ASSIGN_OR_RETURN(auto ps, make_pipeline({"layouts"}));
+    RETURN_IF_ERROR(run_passes(graph_, pctx, ps));
   }
   for (const auto& n : graph_.nodes)
     for (bool input : {true, false})
@@ -232,7 +241,8 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
   std::vector<Tensor> vals(nv);
   for (size_t i = 0; i < graph_.inputs.size(); ++i) vals[graph_.inputs[i]] = inputs[i];
   if (profile && profile->observer)
-    for (size_t i = 0; i < graph_.inputs.size(); ++i) profile->observer(graph_.value(graph_.inputs[i]), inputs[i]);
+    for (size_t i = 0; i < graph_.inputs.size(); ++i)
+      profile->observer(graph_.value(graph_.inputs[i]), inputs[i], Layout::kPlain);
   std::vector<uint8_t> is_output(nv, 0);
   for (uint32_t o : graph_.outputs) is_output[o] = 1;
 
@@ -367,8 +377,9 @@ Result<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs, RunS
       profile->nodes[ni].calls += 1;
     }
     if (profile && profile->observer) {
-      for (uint32_t o : n.outputs)
-        if (o != kNoValue && vals[o].defined()) profile->observer(graph_.value(o), vals[o]);
+      for (size_t k = 0; k < n.outputs.size(); ++k)
+        if (n.outputs[k] != kNoValue && vals[n.outputs[k]].defined())
+          profile->observer(graph_.value(n.outputs[k]), vals[n.outputs[k]], node_layout(n, false, k));
     }
     // Free values whose last use was this node (only in recording mode; in
     // planned mode they live in the arena).

@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ir/graph.h"
+#include "kernels/dnnl/dnnl_layout.h"
 #include "ops/kernel.h"
 
 namespace medq {
@@ -30,6 +31,9 @@ struct SessionOptions {
   // Activation layout between oneDNN kernels: "" / "auto" (per graph and CPU, see
   // kernels/dnnl/dnnl_layout.h blocked_layout_for), nhwc, nChw8c, nChw16c or plain.
   std::string layout;
+  // With optimize = false: still run the activation layout pass (which then keeps every value
+  // and name), so that an observed run (calibration) computes in the engine's fast layouts.
+  bool assign_layouts = false;
 };
 
 struct NodeProfile {
@@ -39,8 +43,9 @@ struct NodeProfile {
 };
 
 // Called for every graph input and every node output after it is computed
-// (calibration observers, debugging). The tensor is only valid during the call.
-using ValueObserver = std::function<void(const Value& value, const Tensor& t)>;
+// (calibration observers, debugging). The tensor is only valid during the call; `layout` says
+// how its bytes are stored (plain unless SessionOptions::assign_layouts gave it a blocked layout).
+using ValueObserver = std::function<void(const Value& value, const Tensor& t, Layout layout)>;
 
 struct RunStats {
   std::vector<NodeProfile> nodes;  // per-node times (filled whenever RunStats is passed)
