@@ -79,6 +79,7 @@ class AssignLayoutsPass : public Pass {
       if (n.dead) continue;
       bool any = false;
       for (size_t k = 0; k < n.inputs.size(); ++k) any |= dnnl_k::supports_blocked_io(n, true, k);
+      for (size_t k = 0; k < n.outputs.size(); ++k) any |= dnnl_k::supports_blocked_io(n, false, k);  // NHWC -> NCHW Transpose
       if (!any) continue;
       Node probe = n;
       set_markers(probe, std::vector<int64_t>(n.inputs.size(), 0), std::vector<int64_t>(n.outputs.size(), 0));

@@ -628,6 +628,7 @@ int64_t layout_offset(const Shape& s, int64_t l, int64_t n, int64_t c, int64_t h
   const int64_t C = s[1], H = s[2], W = s[3];
   if (l == kNhwc) return ((n * H + h) * W + w) * C + c;
   if (l == kB16) return (((n * (C / 16) + c / 16) * H + h) * W + w) * 16 + c % 16;
+  if (l == static_cast<int64_t>(Layout::kNChw8c)) return (((n * (C / 8) + c / 8) * H + h) * W + w) * 8 + c % 8;
   return ((n * C + c) * H + h) * W + w;
 }
 
@@ -721,6 +722,12 @@ TEST(DnnlLayouts, PoolsBlocked) {
       {"AveragePool", {1, 32, 8, 8}, {A::make_ints("kernel_shape", {2, 2}), A::make_ints("strides", {2, 2})}},
       {"GlobalAveragePool", {2, 32, 7, 7}, {}},
       {"GlobalMaxPool", {1, 16, 5, 6}, {}},
+      // medq's nhwc MaxPool: 32-channel register blocks, 8-channel blocks and a scalar tail.
+      {"MaxPool", {2, 48, 9, 10}, {A::make_ints("kernel_shape", {2, 2}), A::make_ints("strides", {2, 2})}},
+      {"MaxPool", {1, 43, 7, 9}, {A::make_ints("kernel_shape", {3, 3}), A::make_ints("strides", {2, 2}),
+                                   A::make_ints("pads", {1, 1, 1, 1})}},
+      {"MaxPool", {1, 32, 6, 6}, {A::make_ints("kernel_shape", {3, 2}), A::make_ints("strides", {1, 2}),
+                                   A::make_ints("pads", {1, 0, 1, 1})}},
   };
   for (const auto& c : cases) {
     OpSpec spec;
@@ -728,11 +735,32 @@ TEST(DnnlLayouts, PoolsBlocked) {
     spec.attrs = c.attrs;
     std::vector<OpInput> inputs = {in(random_tensor(c.x, rng))};
     for (int64_t l : {kNhwc, kB16}) {
+      if (l == kB16 && c.x[1] % 16 != 0) continue;
       compare_layouts(spec, inputs, {l}, c.op.rfind("Global", 0) == 0 ? 0 : l, c.op);
       compare_layouts(spec, inputs, {l}, 0, c.op);
       compare_layouts(spec, inputs, {0}, l, c.op);
     }
   }
+}
+
+TEST(DnnlLayouts, TransposeNchwNhwcSides) {
+  std::mt19937 rng(37);
+  const int64_t kB8 = static_cast<int64_t>(Layout::kNChw8c);
+  OpSpec spec;
+  spec.op_type = "Transpose";
+  // NCHW value stored blocked -> plain NHWC (leaving a convolution chain).
+  spec.attrs = {Attribute::make_ints("perm", {0, 2, 3, 1})};
+  Tensor x = random_tensor({2, 32, 5, 7}, rng);
+  for (int64_t l : {int64_t{0}, kNhwc, kB16, kB8}) compare_layouts(spec, {in(x)}, {l}, 0, "to NHWC");
+  // Plain NHWC data -> NCHW value stored blocked (entering a chain).
+  spec.attrs = {Attribute::make_ints("perm", {0, 3, 1, 2})};
+  Tensor h = random_tensor({2, 5, 7, 32}, rng);
+  for (int64_t l : {int64_t{0}, kNhwc, kB16, kB8}) compare_layouts(spec, {in(h)}, {0}, l, "to NCHW");
+  // Other permutations and ranks, plain on both sides (a oneDNN reorder over strides).
+  spec.attrs = {Attribute::make_ints("perm", {2, 0, 1})};
+  compare_layouts(spec, {in(random_tensor({3, 4, 5}, rng))}, {0}, 0, "rank 3");
+  spec.attrs = {};  // default: reversed axes
+  compare_layouts(spec, {in(random_tensor({2, 3, 4, 5, 6}, rng))}, {0}, 0, "rank 5 reversed");
 }
 
 TEST(DnnlLayouts, Eltwise) {

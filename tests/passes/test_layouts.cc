@@ -298,7 +298,7 @@ TEST(PassLayouts, ValueWithNonDnnlConsumerStaysPlain) {
   add_conv(b, "X", "c0", 16, 16, 3, 71);
   add_conv(b, "c0", "Y", 16, 16, 3, 72);
   auto* t = b.node("Transpose", {"c0"}, {"Z"});
-  attr_ints(t, "perm", {0, 2, 3, 1});
+  attr_ints(t, "perm", {0, 1, 3, 2});  // only NCHW <-> NHWC transposes read blocked inputs
   b.output("Y").output("Z");
   auto mr = b.build();
   ASSERT_TRUE(mr.is_ok()) << mr.status().message();
@@ -306,6 +306,40 @@ TEST(PassLayouts, ValueWithNonDnnlConsumerStaysPlain) {
   expect_consistent(g);
   EXPECT_EQ(layout_of(g, "c0"), Layout::kPlain);
   expect_same_outputs(mr.value(), g, random_f32({1, 16, 6, 6}, 10), 1e-4);
+}
+
+TEST(PassLayouts, NhwcTransposesAroundAChainKeepItBlocked) {
+  // tf2onnx/Keras style: NHWC input -> Transpose -> Conv -> Relu -> Transpose to NHWC -> Transpose
+  // back -> MaxPool -> Transpose to NHWC (the head). Every value between the convolution and
+  // the head stays nhwc; the Transposes touching them are copies or nothing.
+  OnnxBuilder b(13);
+  b.input("X", {2, 12, 10, 3});
+  auto* t0 = b.node("Transpose", {"X"}, {"x"});
+  attr_ints(t0, "perm", {0, 3, 1, 2});
+  add_conv(b, "x", "c0", 3, 16, 3, 73);
+  b.node("Relu", {"c0"}, {"r0"});
+  auto* t1 = b.node("Transpose", {"r0"}, {"h"});
+  attr_ints(t1, "perm", {0, 2, 3, 1});
+  auto* t2 = b.node("Transpose", {"h"}, {"p_in"});
+  attr_ints(t2, "perm", {0, 3, 1, 2});
+  auto* mp = b.node("MaxPool", {"p_in"}, {"p"});
+  attr_ints(mp, "kernel_shape", {2, 2});
+  attr_ints(mp, "strides", {2, 2});
+  auto* t3 = b.node("Transpose", {"p"}, {"Y"});
+  attr_ints(t3, "perm", {0, 2, 3, 1});
+  b.output("Y");
+  auto mr = b.build();
+  ASSERT_TRUE(mr.is_ok()) << mr.status().message();
+  PassContext ctx;
+  Graph g = optimize(mr.value(), {}, &ctx, "nhwc");
+  expect_consistent(g);
+  std::string log;
+  for (const auto& l : ctx.log) log += l + "\n";
+  for (const char* v : {"x", "p"}) EXPECT_EQ(layout_of(g, v), Layout::kNhwc) << v << "\n" << log;
+  expect_same_outputs(mr.value(), g, random_f32({2, 12, 10, 3}, 11), 1e-4);
+  Graph g8 = optimize(mr.value(), {}, nullptr, "nChw8c");
+  expect_consistent(g8);
+  expect_same_outputs(mr.value(), g8, random_f32({2, 12, 10, 3}, 12), 1e-4);
 }
 
 TEST(PassLayouts, NonFloatOrUnknownShapesStayPlain) {

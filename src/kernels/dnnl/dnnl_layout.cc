@@ -78,7 +78,8 @@ bool is_binary(const std::string& op) { return op == "Add" || op == "Mul" || op 
 
 bool needs_layout_marker(const Node& n) {
   if (!n.domain.empty()) return false;
-  return n.op_type == "BatchNormalization" || n.op_type == "Concat" || is_eltwise(n.op_type) || is_binary(n.op_type);
+  return n.op_type == "BatchNormalization" || n.op_type == "Concat" || n.op_type == "Transpose" ||
+         is_eltwise(n.op_type) || is_binary(n.op_type);
 }
 
 bool supports_blocked_io(const Node& n, bool input, size_t i) {
@@ -98,6 +99,11 @@ bool supports_blocked_io(const Node& n, bool input, size_t i) {
   if (is_eltwise(op)) return i == 0;
   if (is_binary(op)) return input ? i < 2 : i == 0;
   if (op == "Concat") return true;
+  if (op == "Transpose") {  // NCHW <-> NHWC only (dnnl_layout_ops.cc); the other side stays plain
+    const std::vector<int64_t> p = n.attr_ints("perm");
+    const std::vector<int64_t> to_nhwc{0, 2, 3, 1}, to_nchw{0, 3, 1, 2};
+    return i == 0 && p == (input ? to_nhwc : to_nchw);
+  }
   if (op == "QuantizeLinear" || op == "DequantizeLinear") return i == 0;  // per tensor (dnnl_int8.cc)
   return false;
 }

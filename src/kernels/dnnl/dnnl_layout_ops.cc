@@ -1,7 +1,8 @@
 // Layout-aware oneDNN kernels for the ops that sit between convolutions:
 // BatchNormalization (inference; and medq FusedBatchNorm = BN + Relu), eltwise activations (Relu, LeakyRelu, Clip,
 // Sigmoid, Tanh, HardSwish), binary Add/Mul/Sub/Div (numpy broadcasting, e.g.
-// the [N,C,1,1] * [N,C,H,W] of squeeze-excitation blocks) and Concat.
+// the [N,C,1,1] * [N,C,H,W] of squeeze-excitation blocks), Concat and Transpose (NHWC models'
+// layout changes around pooling and at the head).
 //
 // fp32 only. These kernels only run nodes that carry layout markers
 // (dnnl_layout.h; set by the assign_layouts pass): an unmarked node gets
@@ -10,6 +11,7 @@
 // sides plain (any rank).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -743,9 +745,142 @@ class ConcatBatchNormKernel : public DnnlKernel {
   Layout out_l_ = Layout::kPlain;
 };
 
+// ------------------------------------------------------------ Transpose
+
+// Only layout-assigned nodes, float32, any rank with every side plain; one side may be stored
+// blocked (dnnl_layout.cc supports_blocked_io): input 0 when perm is (0, 2, 3, 1) (an activation
+// leaving a convolution chain into NHWC ops, as tf2onnx/Keras exports do around every pooling
+// and at the head) and output 0 when perm is (0, 3, 1, 2) (NHWC data entering a chain). Stored
+// nhwc, those bytes already are in the other side's order: the node is a copy, or nothing at all
+// when the planner gives the output the input's buffer. Otherwise one oneDNN reorder, expressed in
+// the frame of the blocked side (the plain side as a strided descriptor).
+struct TransposeEntry {
+  bool copy = false;
+  dnnl::reorder::primitive_desc pd;
+  dnnl::reorder prim;
+};
+
+bool is_perm(const std::vector<int64_t>& p, std::initializer_list<int64_t> want) {
+  return p.size() == want.size() && std::equal(p.begin(), p.end(), want.begin());
+}
+
+// The Transpose's permutation (default: reversed axes of a rank-`rank` input).
+std::vector<int64_t> transpose_perm(const Node& n, size_t rank) {
+  std::vector<int64_t> p = n.attr_ints("perm");
+  if (p.empty())
+    for (size_t i = 0; i < rank; ++i) p.push_back(static_cast<int64_t>(rank - 1 - i));
+  return p;
+}
+
+class DnnlTransposeKernel : public DnnlKernel {
+ public:
+  Status init(const KernelCreateInfo& info) {
+    init_base(info);
+    RETURN_IF_ERROR(require_marker(info));
+    RETURN_IF_ERROR(require_f32_input(info, 0));
+    const Value& xv = info.graph.value(info.node.inputs[0]);
+    if (!xv.has_shape) return unsupported_error("input rank unknown");
+    perm_ = transpose_perm(info.node, xv.shape.size());
+    if (perm_.size() != xv.shape.size() || perm_.empty() || perm_.size() > 6) return unsupported_error("perm / rank");
+    std::vector<int64_t> seen(perm_.size(), 0);
+    for (int64_t p : perm_) {
+      if (p < 0 || p >= static_cast<int64_t>(perm_.size()) || seen[p]++) return error("invalid perm");
+    }
+    in_l_ = node_layout(info.node, true, 0);
+    out_l_ = node_layout(info.node, false, 0);
+    if (in_l_ != Layout::kPlain && out_l_ != Layout::kPlain) return unsupported_error("both sides blocked");
+    if (in_l_ != Layout::kPlain && !is_perm(perm_, {0, 2, 3, 1})) return unsupported_error("blocked input, perm");
+    if (out_l_ != Layout::kPlain && !is_perm(perm_, {0, 3, 1, 2})) return unsupported_error("blocked output, perm");
+    return Status::ok();
+  }
+
+  Status infer(const TensorList& in, std::vector<TensorDesc>& out) const override {
+    RETURN_IF_ERROR(check_inputs(in, 1, 1));
+    if (in[0]->dtype() != DataType::kFloat32) return error("input must be float32, got " + in[0]->desc());
+    if (in[0]->rank() != static_cast<int>(perm_.size())) return error("rank differs from the graph's");
+    Shape ys;
+    for (int64_t p : perm_) ys.push_back(in[0]->dim(static_cast<int>(p)));
+    out.resize(num_outputs_);
+    out[0] = {DataType::kFloat32, ys};
+    return Status::ok();
+  }
+
+  // nhwc on the blocked side: the bytes do not move.
+  int inplace_input() const override { return static_copy() ? 0 : -1; }
+
+  Result<std::shared_ptr<TransposeEntry>> build(const Shape& xs) const {
+    auto e = std::make_shared<TransposeEntry>();
+    const size_t r = perm_.size();
+    dnnl::memory::dims xd = to_dims(xs), yd(r);
+    for (size_t i = 0; i < r; ++i) yd[i] = xs[static_cast<size_t>(perm_[i])];
+    auto plain_strides = [](const dnnl::memory::dims& d) {
+      dnnl::memory::dims s(d.size(), 1);
+      for (int i = static_cast<int>(d.size()) - 2; i >= 0; --i) s[i] = s[i + 1] * d[i + 1];
+      return s;
+    };
+    dnnl::memory::desc src, dst;
+    if (in_l_ != Layout::kPlain) {  // frame: the input's dims; the plain output as strides over them
+      const dnnl::memory::dims ys = plain_strides(yd);
+      dnnl::memory::dims st(r);
+      for (size_t i = 0; i < r; ++i) st[static_cast<size_t>(perm_[i])] = ys[i];
+      src = layout_md(xd, in_l_);
+      dst = dnnl::memory::desc(xd, dnnl::memory::data_type::f32, st);
+    } else {  // frame: the output's dims; the plain input as strides over them
+      const dnnl::memory::dims xs_st = plain_strides(xd);
+      dnnl::memory::dims st(r);
+      for (size_t i = 0; i < r; ++i) st[i] = xs_st[static_cast<size_t>(perm_[i])];
+      src = dnnl::memory::desc(yd, dnnl::memory::data_type::f32, st);
+      dst = layout_md(yd, out_l_);
+    }
+    e->copy = src == dst;
+    if (!e->copy) {
+      e->pd = make_reorder_pd(src, dst);
+      e->prim = dnnl::reorder(e->pd);
+    }
+    return e;
+  }
+
+  Status run(const TensorList& in, std::vector<Tensor*>& out, RunContext& ctx) const override {
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return Status::ok();
+    RETURN_IF_ERROR(check_layout(label_, "X", x, in_l_));
+    RETURN_IF_ERROR(check_layout(label_, "Y", y, out_l_));
+    set_threads(ctx);
+    try {
+      PrimitiveCache<TransposeEntry>::Key key = x.shape();
+      key.push_back(ctx.num_threads);
+      ASSIGN_OR_RETURN(std::shared_ptr<const TransposeEntry> e, cache_.get(key, [&]() { return build(x.shape()); }));
+      if (e->copy) {
+        if (y.raw() != x.raw()) std::memcpy(y.raw(), x.raw(), x.nbytes());
+        return Status::ok();
+      }
+      dnnl::stream& s = thread_stream();
+      dnnl::memory src(e->pd.src_desc(), cpu_engine(), const_cast<void*>(x.raw()));
+      dnnl::memory dst(e->pd.dst_desc(), cpu_engine(), y.raw());
+      run_reorder(e->prim, e->pd, s, src, dst);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      return dnnl_error(err);
+    }
+    return Status::ok();
+  }
+
+ private:
+  bool static_copy() const {
+    return (in_l_ == Layout::kNhwc && is_perm(perm_, {0, 2, 3, 1})) ||
+           (out_l_ == Layout::kNhwc && is_perm(perm_, {0, 3, 1, 2}));
+  }
+
+  std::vector<int64_t> perm_;
+  Layout in_l_ = Layout::kPlain, out_l_ = Layout::kPlain;
+  PrimitiveCache<TransposeEntry> cache_;
+};
+
 }  // namespace
 
 void register_dnnl_layout_ops(KernelRegistry& r, int priority) {
+  r.add("", "Transpose", "dnnl", priority, make_factory<DnnlTransposeKernel>());
   for (const char* op : {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Clip"})
     r.add("", op, "dnnl", priority, make_factory<DnnlEltwiseKernel>());
   for (const char* op : {"Add", "Mul", "Sub", "Div"}) r.add("", op, "dnnl", priority, make_factory<DnnlBinaryKernel>());

@@ -13,6 +13,9 @@
 // 2-D MaxPool between nhwc values runs medq's own loop instead (channels contiguous, one
 // vectorized max per tap): oneDNN's jit:avx2 nhwc max pooling took 0.8 ms for resnet50's
 // 3x3/2 stem pool at batch 1 (ORT 0.3 ms) and 12 ms at batch 8.
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -50,13 +53,40 @@ void max_pool_nhwc(const float* x, float* y, int64_t N, int64_t H, int64_t W, in
         const int64_t ix0 = ox * sw - pl;
         const int64_t kx0 = std::max<int64_t>(0, -ix0), kx1 = std::min<int64_t>(kw, W - ix0);
         float* __restrict o = y + (r * OW + ox) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) o[c] = -std::numeric_limits<float>::infinity();
+        const float* base = img + (iy0 * W + ix0) * C;
+        int64_t c = 0;
+#if defined(__AVX2__)
+        // 32 channels at a time in four registers across all taps, one store (the loop below kept
+        // the partial maxima in memory: 2x2/2 pooling of 32 x 238 x 238 took 2.1 ms at batch 8,
+        // this 1.7 ms, bound by reading the input). max_ps(in, acc) returns acc when `in` is NaN:
+        // NaN inputs are skipped, as in the scalar loop.
+        for (; c + 32 <= C; c += 32) {
+          __m256 a0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), a1 = a0, a2 = a0, a3 = a0;
+          for (int64_t ky = ky0; ky < ky1; ++ky)
+            for (int64_t kx = kx0; kx < kx1; ++kx) {
+              const float* in = base + (ky * W + kx) * C + c;
+              a0 = _mm256_max_ps(_mm256_loadu_ps(in), a0);
+              a1 = _mm256_max_ps(_mm256_loadu_ps(in + 8), a1);
+              a2 = _mm256_max_ps(_mm256_loadu_ps(in + 16), a2);
+              a3 = _mm256_max_ps(_mm256_loadu_ps(in + 24), a3);
+            }
+          _mm256_storeu_ps(o + c, a0);
+          _mm256_storeu_ps(o + c + 8, a1);
+          _mm256_storeu_ps(o + c + 16, a2);
+          _mm256_storeu_ps(o + c + 24, a3);
+        }
+        for (; c + 8 <= C; c += 8) {
+          __m256 a0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+          for (int64_t ky = ky0; ky < ky1; ++ky)
+            for (int64_t kx = kx0; kx < kx1; ++kx) a0 = _mm256_max_ps(_mm256_loadu_ps(base + (ky * W + kx) * C + c), a0);
+          _mm256_storeu_ps(o + c, a0);
+        }
+#endif
+        for (int64_t cc = c; cc < C; ++cc) o[cc] = -std::numeric_limits<float>::infinity();
         for (int64_t ky = ky0; ky < ky1; ++ky)
           for (int64_t kx = kx0; kx < kx1; ++kx) {
-            const float* __restrict in = img + ((iy0 + ky) * W + ix0 + kx) * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) o[c] = in[c] > o[c] ? in[c] : o[c];
+            const float* __restrict in = base + (ky * W + kx) * C;
+            for (int64_t cc = c; cc < C; ++cc) o[cc] = in[cc] > o[cc] ? in[cc] : o[cc];
           }
       }
     }
