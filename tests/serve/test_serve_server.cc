@@ -403,7 +403,7 @@ TEST(ServeServer, MalformedAndOversizedUploads) {
 }
 
 // Sends raw bytes on a fresh connection and returns what came back within `timeout_s`.
-std::string raw_exchange(int port, const std::string& req, double timeout_s, double* seconds) {
+std::string raw_exchange(int port, const std::string& req, double timeout_s, double* seconds, bool half_close = false) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -417,6 +417,7 @@ std::string raw_exchange(int port, const std::string& req, double timeout_s, dou
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   auto t0 = std::chrono::steady_clock::now();
   (void)!::send(fd, req.data(), req.size(), 0);
+  if (half_close) ::shutdown(fd, SHUT_WR);  // the client is done sending
   std::string got;
   char buf[4096];
   for (;;) {
@@ -454,6 +455,14 @@ TEST(ServeServer, BodilessPostsAreAnsweredAtOnce) {
   std::string got = raw_exchange(r.server->port(), "POST /v2/repository/models/tiny/load HTTP/1.1\r\nHost: x\r\n\r\n", 20, &secs);
   EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;  // a load needs no body
   EXPECT_LT(secs, 10.0);
+  // A truncated body (Content-Length larger than what the client sent before finishing):
+  // answered as soon as the client closes its side, not after the socket timeout.
+  got = raw_exchange(r.server->port(),
+                     "POST /v1/models/tiny/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     "Content-Length: 5000\r\n\r\n" + png_bytes().substr(0, 40),
+                     10, &secs, /*half_close=*/true);
+  EXPECT_LT(secs, 2.0) << got;
+  if (!got.empty()) EXPECT_EQ(got.rfind("HTTP/1.1 4", 0), 0u) << got;
   // The server keeps serving; multipart uploads log their size (was bytes_in 0).
   std::string png = png_bytes();
   httplib::MultipartFormDataItems one = {{"image", png, "a.png", "image/png"}};

@@ -231,6 +231,17 @@ TEST_F(UserModels, PreprocessTakesThreadsAndWritesTheModelLayout) {
   EXPECT_EQ(t.value().shape(), (Shape{10, 40, 48, 1}));
 }
 
+TEST_F(UserModels, BenchImagesTakesTheSameOverrides) {
+  testing_cli::write_text(file("list.txt"), img("nhwc_gray_sigmoid") + "\n" + img("nhwc_gray_sigmoid") + "\n");
+  const std::string base = "bench '" + m("nhwc_gray_sigmoid") + "' --images list.txt --batch 2 --iters 2 --warmup 1";
+  CmdResult r = run(base + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("has no 'preprocess' metadata"), std::string::npos) << r.err;
+  EXPECT_EQ(run(base + " --color L --input-layout NHWC --quiet").exit_code, 0);
+  expect_input_error(run(base + " --color RGB"), {"--color L"});
+  expect_input_error(run(base + " --input-layout NCHW"), {"NCHW", "channels"});
+}
+
 TEST_F(UserModels, ServeNhwcSingleChannelModelsWithSigmoidHeads) {
   const std::string dir = file("bundles");
   for (const char* name : {"nhwc_gray_sigmoid", "binary1_sigmoid"}) {
