@@ -149,6 +149,7 @@ Result<Tensor> load_input(const std::string& path, const ModelSpec& spec) {
     ASSIGN_OR_RETURN(Tensor t, load_tensor_pb(path));
     return check_tensor_input(std::move(t), path, spec.input_shape);
   }
+  RETURN_IF_ERROR(spec.require_image_input());
   ASSIGN_OR_RETURN(Image img, decode_image_file(path));
   PreprocessConfig cfg = spec.preprocess;
   if (cfg.resize_w <= 0)

@@ -42,6 +42,7 @@ int cmd_annotate(int argc, char** argv) {
   auto sr = resolve_model_spec(m, spec_overrides(a), in);
   if (!sr.is_ok()) return report_error(sr.status());
   ModelSpec spec = sr.value();
+  if (Status st = spec.require_image_input(); !st.is_ok()) return report_error(st);
   if (a.has("--labels")) {
     std::string l = a.get("--labels");
     std::vector<std::string> labels;

@@ -77,6 +77,7 @@ Result<ImageFeed> load_feed(const std::string& list, const Model& m, const Args&
   ov.erase("layout");
   if (a.has("--input-layout")) ov["layout"] = a.get("--input-layout");
   ASSIGN_OR_RETURN(ModelSpec spec, resolve_model_spec(m, ov, m.source_path));
+  RETURN_IF_ERROR(spec.require_image_input());
   spec.warn_assumptions(a.has("--quiet"));
   f.cfg = spec.preprocess;
   if (f.cfg.resize_w <= 0)

@@ -110,6 +110,7 @@ int run_preprocess(const Args& a) {
   // Not strict: the layout/colour flags may differ from the model's (inputs for another runtime).
   auto spec_r = resolve_model_spec(model, spec_overrides(a), model_path, /*strict=*/false);
   if (!spec_r.is_ok()) return report_error(spec_r.status());
+  if (Status st = spec_r.value().require_image_input(); !st.is_ok()) return report_error(st);
   spec_r.value().warn_assumptions(a.has("--quiet"));
   const PreprocessConfig cfg = spec_r.value().preprocess;
   if (cfg.resize_w <= 0)

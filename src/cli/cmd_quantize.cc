@@ -299,6 +299,7 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
 
     if (!spec_r.is_ok()) return report_error(spec_r.status());
     const ModelSpec& mspec = spec_r.value();
+    if (Status st = mspec.require_image_input(); !st.is_ok()) return report_error(st);
     const PreprocessConfig cfg = mspec.preprocess;
     if (cfg.resize_w <= 0)
       return report_error(invalid_argument("'" + model_path + "': the model input " + shape_str(in.shape) +

@@ -174,7 +174,7 @@ std::string ModelSpec::preprocess_json() const {
 }
 
 std::string ModelSpec::assumption_warning() const {
-  if (has_preprocess_metadata || assumed.empty()) return "";
+  if (has_preprocess_metadata || assumed.empty() || !not_image.empty()) return "";
   auto has = [&](const char* k) { return std::find(assumed.begin(), assumed.end(), k) != assumed.end(); };
   std::vector<std::string> what;
   if (has("layout")) what.push_back(preprocess.layout);
@@ -294,10 +294,11 @@ Result<ModelSpec> resolve_model_spec(const Model& m, const SpecOverrides& ov, co
   const int64_t in_c = rank4 && (read_layout == "NCHW" || read_layout == "NHWC") ? in[channel_axis(read_layout)] : -1;
   if (!given.count("color")) {
     if (in_c > 0 && !image_channels(in_c))
-      return invalid_argument(where + ": input " + shape_text(in) + " (" + layout + ", " +
-                              (given.count("layout") ? "from " + source["layout"] : std::string("inferred")) + ") has " +
-                              std::to_string(in_c) + " channels; medq reads images as 1 (L) or 3 (RGB) channels" +
-                              (given.count("layout") ? "" : " (if the layout is wrong, pass --layout NCHW|NHWC)"));
+      s.not_image = where + ": input " + shape_text(in) + " (" + layout + ", " +
+                    (given.count("layout") ? "from " + source["layout"] : std::string("inferred")) + ") has " +
+                    std::to_string(in_c) + " channels; medq reads images as 1 (L) or 3 (RGB) channels" +
+                    (given.count("layout") ? "" : " (if the layout is wrong, pass --layout NCHW|NHWC)") +
+                    "; tensors (.npy, .pb) can still be run";
     cfg["color"] = in_c == 1 ? "L" : "RGB";
     s.assumed.push_back("color");
   }
@@ -340,7 +341,7 @@ Result<ModelSpec> resolve_model_spec(const Model& m, const SpecOverrides& ov, co
   }
 
   // Consistency with a static input shape.
-  if (rank4 && strict) {
+  if (rank4 && strict && s.not_image.empty()) {
     const int ax = channel_axis(s.preprocess.layout);
     const int64_t c = in[ax];
     if (c > 0 && c != s.channels()) {

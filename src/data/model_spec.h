@@ -47,6 +47,10 @@ struct ModelSpec {
   OutputKind outputs = OutputKind::kLogits;
   std::string outputs_source;     // "graph (Softmax)", "metadata", "--outputs", ...
   int64_t num_outputs = -1;       // static last-axis size of output 0, -1 if unknown
+  // Why images cannot be fed to this model (its input has, e.g., 4 or 12 channels and no colour
+  // was given); empty for image models. Tensor inputs (.npy, .pb) still run.
+  std::string not_image;
+  Status require_image_input() const { return not_image.empty() ? Status::ok() : invalid_argument(not_image); }
 
   // Classes the outputs describe: a single output is binary (negative, positive).
   int64_t num_classes() const { return num_outputs == 1 ? 2 : num_outputs; }

@@ -52,6 +52,7 @@ Result<LoadedModel> load_classifier(const std::string& path, int num_threads, co
                             ")");
   if (g.outputs.empty()) return invalid_argument(path + ": the model has no output");
   ASSIGN_OR_RETURN(lm.spec, resolve_model_spec(lm.model, overrides, path));
+  RETURN_IF_ERROR(lm.spec.require_image_input());
   lm.spec.warn_assumptions(quiet);
   lm.labels = lm.spec.labels;
   lm.preprocess = lm.spec.preprocess;

@@ -103,6 +103,7 @@ Result<std::shared_ptr<ServedModel>> ServedModel::load_here(const std::string& n
   auto spec = resolve_model_spec(fp32, cfg.spec_overrides, fp32_path);
   if (!spec.is_ok()) return spec.status();
   m->spec_ = spec.value();
+  RETURN_IF_ERROR(m->spec_.require_image_input());
   if (!m->spec_.has_preprocess_metadata && cfg.spec_overrides.empty())
     log_event("warn", "preprocess_assumed", {{"model", name}, {"message", m->spec_.assumption_warning()}});
   m->labels_ = m->spec_.labels;

@@ -7,6 +7,7 @@
   multilabel_sigmoid.onnx input [N,3,32,32], 4 independent sigmoid outputs
   softmax3.onnx           input [N,1,28,28], Softmax over 3 classes at the end
   logits1.onnx            input [N,3,32,32], one raw logit (binary, BCEWithLogits style)
+  keras_cnn240.onnx       a Keras-style 240x240 single-channel CNN (benchmarks only)
 
 plus ds_<model>/{train,test}/<class>/NN.png (small image folders with split subfolders, for
 eval/validate/quantize), two test images (rgb.png 70x55, gray.png 61x45) and expected.json: for every model, the
@@ -117,6 +118,24 @@ def main():
                     (im.convert("L") if c == 1 else im).save(os.path.join(d, "%02d.png" % i))
         expected[name] = {"classes": classes[name], "image": img, "outputs": y.tolist(), "batch3_outputs": yb.tolist(), "head": head,
                           "layout": "NHWC" if nhwc else "NCHW", "channels": c, "height": h, "width": w}
+    # A Keras-style CNN as tf2onnx exports it (input [N,240,240,1] NHWC, Transposes into the
+    # convolutions and back before the NHWC Flatten, Dense(2) + Sigmoid: 1.8 MB, 32x238x238
+    # activations): the benchmark model of bench/user_models_ort.sh and docs/benchmarks.md.
+    class KerasCnn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3)
+            self.fc = nn.Linear(58 * 58 * 64, 2)
+
+        def forward(self, x):
+            x = x.permute(0, 3, 1, 2)
+            x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+            x = nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
+            return torch.sigmoid(self.fc(x.permute(0, 2, 3, 1).flatten(1)))
+
+    torch.onnx.export(KerasCnn().eval(), torch.zeros(1, 240, 240, 1), os.path.join(out, "keras_cnn240.onnx"),
+                      opset_version=13, input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
     print("user-model fixtures written to", out)

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "../passes/onnx_test_builder.h"
+#include "core/npy.h"
 #include "cli_test_util.h"
 
 namespace medq {
@@ -134,6 +135,27 @@ TEST_F(CliErrors, UndecodableJpeg2000DicomIsBadInput) {
   expect_one_line_error(r, {"JPEG2000.dcm", "JPEG 2000"});
   EXPECT_EQ(r.exit_code, 2);  // documented: 2 = bad input (was 1)
   EXPECT_FALSE(exists(file("out.npy")));
+}
+
+TEST_F(CliErrors, NonImageInputRunsTensorsAndRefusesImages) {
+  // A 4-channel input: tensors run; an image gets one line naming the channels (was: every
+  // command refused the model while resolving its preprocessing).
+  OnnxBuilder b(13);
+  b.input("x", {-1, 4, 6, 6}, kF32, "N");
+  b.init("W", random_f32({2, 4, 6, 6}, 3));
+  b.node("Conv", {"x", "W"}, {"c"}, "conv");
+  b.node("Flatten", {"c"}, {"y"}, "flatten");
+  b.output("y");
+  write_bytes(file("four.onnx"), b.bytes());
+  ASSERT_TRUE(save_npy(random_f32({3, 4, 6, 6}, 4), file("x.npy")).is_ok());
+  auto r = run("run four.onnx x.npy --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  std::string png = std::string(MEDQ_SOURCE_DIR) + "/tests/data/image/rgb8.png";
+  r = run("run four.onnx '" + png + "'");
+  expect_one_line_error(r, {"4 channels", "tensors (.npy, .pb) can still be run"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(run("run four.onnx '" + png + "' --color RGB").exit_code, 2);  // 3 channels vs 4: named
 }
 
 TEST_F(CliErrors, MissingInputFile) {
