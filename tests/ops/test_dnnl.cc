@@ -308,6 +308,10 @@ TEST(Dnnl, Gemm) {
       {6, 8, 5, false, true, 1.f, 1.f, {1, 5}, false, false, true},
       {2, 8, 5, false, false, 1.f, 0.5f, {}, true, false, true},
       {3, 8, 5, false, false, 1.f, 1.f, {1}, true, true, false},
+      // Few outputs over a long reduction (constant B): medq's skinny_gemm, several K chunks.
+      {8, 40000, 2, false, true, 1.f, 1.f, {2}, true, true, false},
+      {1, 25000, 3, false, false, 0.5f, 2.f, {1, 3}, true, true, false},
+      {3, 8192, 8, false, true, 1.f, 1.f, {3, 1}, true, false, true},
   };
   for (const auto& c : cases) {
     OpSpec spec;
