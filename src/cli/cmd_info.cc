@@ -92,7 +92,7 @@ int cmd_info(int argc, char** argv) {
     nlohmann::json meta = nlohmann::json::object();
     for (auto& [k, v] : m.metadata) meta[k] = v;
     j["metadata"] = meta;
-    if (g.inputs.size() == 1) {
+    if (g.inputs.size() == 1 && g.value(g.inputs[0]).shape.size() == 4) {
       auto sp = resolve_model_spec(m, {}, path);
       if (sp.is_ok())
         j["input_spec"] = {{"preprocess", nlohmann::json::parse(sp.value().preprocess_json())},
@@ -126,7 +126,7 @@ int cmd_info(int argc, char** argv) {
     std::printf("metadata:\n");
     for (auto& [k, v] : m.metadata) std::printf("  %s: %s\n", k.c_str(), v.c_str());
   }
-  if (g.inputs.size() == 1) {
+  if (g.inputs.size() == 1 && g.value(g.inputs[0]).shape.size() == 4) {  // an image model
     auto sp = resolve_model_spec(m, {}, path);
     if (sp.is_ok()) {
       const ModelSpec& s = sp.value();

@@ -23,6 +23,9 @@
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmimage/diregist.h"  // registers colour image support for DicomImage
@@ -312,6 +315,48 @@ void dicom_global_init() {
   });
 }
 
+// DICOM RLE (PS3.5 Annex G): every frame is one fragment that starts with a 64-byte header, the
+// segment count (1..15) and 15 segment offsets. DCMTK 3.6.7's DcmRLEDecoder trusts the offsets:
+// a 7.8 KB file whose second offset was set to 0x07000000 made it read far out of bounds (SIGSEGV
+// in medq run, the whole server gone). Each fragment's header is checked before decoding: count
+// = samples x bytes per sample, offsets ascending from 64 and inside the fragment.
+Status check_rle_fragments(DcmDataset* ds, DcmElement* pix, const std::string& name) {
+  auto* pd = OFdynamic_cast(DcmPixelData*, pix);
+  if (!pd) return invalid_argument(quoted(name) + ": DICOM RLE pixel data is not encapsulated");
+  DcmPixelSequence* seq = nullptr;
+  if (pd->getEncapsulatedRepresentation(EXS_RLELossless, nullptr, seq).bad() || !seq || seq->card() < 2)
+    return invalid_argument(quoted(name) + ": DICOM RLE pixel data has no fragments");
+  Uint16 spp = 1, bits = 8;
+  if (ds->findAndGetUint16(DCM_SamplesPerPixel, spp).bad()) spp = 1;
+  ds->findAndGetUint16(DCM_BitsAllocated, bits);
+  const Uint32 want = Uint32(spp) * ((Uint32(bits) + 7) / 8);
+  for (unsigned long i = 1; i < seq->card(); ++i) {  // item 0 is the basic offset table
+    DcmPixelItem* item = nullptr;
+    Uint8* p = nullptr;
+    if (seq->getItem(item, i).bad() || !item || item->getUint8Array(p).bad())
+      return invalid_argument(quoted(name) + ": DICOM RLE fragment " + std::to_string(i) + " is unreadable");
+    const Uint32 len = item->getLength();
+    auto u32 = [&](Uint32 off) {
+      return Uint32(p[off]) | (Uint32(p[off + 1]) << 8) | (Uint32(p[off + 2]) << 16) | (Uint32(p[off + 3]) << 24);
+    };
+    const std::string frag = quoted(name) + ": DICOM RLE fragment " + std::to_string(i);
+    if (!p || len < 64) return invalid_argument(frag + " is shorter than its 64-byte header");
+    const Uint32 nseg = u32(0);
+    if (nseg < 1 || nseg > 15 || nseg != want)
+      return invalid_argument(frag + " declares " + std::to_string(nseg) + " segments, expected " +
+                              std::to_string(want) + " (samples x bytes per sample)");
+    Uint32 prev = 0;
+    for (Uint32 s = 0; s < nseg; ++s) {
+      const Uint32 off = u32(4 + 4 * s);
+      if ((s == 0 && off != 64) || (s > 0 && off <= prev) || off >= len)
+        return invalid_argument(frag + ": segment " + std::to_string(s + 1) + " offset " + std::to_string(off) +
+                                " is outside the fragment (" + std::to_string(len) + " bytes) or out of order");
+      prev = off;
+    }
+  }
+  return Status::ok();
+}
+
 bool is_jpeg2000_uid(const std::string& uid) {
   // 1.2.840.10008.1.2.4.90-.93: JPEG 2000 (Part 1/2); .201-.203: High-Throughput JPEG 2000.
   static const char* kUids[] = {"1.2.840.10008.1.2.4.90",  "1.2.840.10008.1.2.4.91",
@@ -574,6 +619,7 @@ Result<Image> decode_dicom(const uint8_t* data, size_t size, const std::string& 
                std::to_string(size) + " - the file is probably truncated";
       return invalid_argument(msg);
     }
+    if (xfer == EXS_RLELossless) RETURN_IF_ERROR(check_rle_fragments(ds, pix, name));
     Uint16 rows = 0, cols = 0, spp = 1;
     ds->findAndGetUint16(DCM_Rows, rows);
     ds->findAndGetUint16(DCM_Columns, cols);

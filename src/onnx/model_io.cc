@@ -356,9 +356,102 @@ static Status check_opsets_and_ops(const onnx::ModelProto& mp, const std::string
   return unsupported(r);
 }
 
+// libonnx 1.12's shape inference trusts some attributes and ranks it never checks: strides of 0
+// divide by zero (SIGFPE) in Conv/MaxPool/AveragePool; pads of the wrong length, a ConvTranspose
+// with a rank-2 input or a rank-0 weight, an STFT of a rank-0 signal and a MaxUnpool with rank-0
+// indices index out of bounds (SIGSEGV; found by tests/fuzz/fuzz_model_loader.cc). Those are
+// checked here first, with the ranks known before inference (graph inputs, initializers,
+// value_info), so that a malformed file is a clear error instead of a crash.
+static Status validate_for_shape_inference(const onnx::GraphProto& g, const std::string& name) {
+  std::map<std::string, int> rank;
+  auto add_vi = [&](const onnx::ValueInfoProto& vi) {
+    if (vi.type().has_tensor_type() && vi.type().tensor_type().has_shape())
+      rank[vi.name()] = vi.type().tensor_type().shape().dim_size();
+  };
+  for (const auto& vi : g.input()) add_vi(vi);
+  for (const auto& vi : g.value_info()) add_vi(vi);
+  for (const auto& t : g.initializer()) rank[t.name()] = t.dims_size();
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& n = g.node(i);
+    if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
+    const std::string& op = n.op_type();
+    const std::string where = "'" + name + "': node '" + (n.name().empty() ? op + "_" + std::to_string(i) : n.name()) +
+                              "' (" + op + ")";
+    auto in_rank = [&](int k) -> int {
+      if (k >= n.input_size() || n.input(k).empty()) return -1;
+      auto it = rank.find(n.input(k));
+      return it == rank.end() ? -1 : it->second;
+    };
+    auto ints = [&](const char* a, std::vector<int64_t>* v) {
+      for (const auto& at : n.attribute())
+        if (at.name() == a) {
+          v->assign(at.ints().begin(), at.ints().end());
+          return true;
+        }
+      return false;
+    };
+    auto list = [](const std::vector<int64_t>& v) {
+      std::string s = "[";
+      for (size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + std::to_string(v[k]);
+      return s + "]";
+    };
+    static const std::set<std::string> windowed = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MaxPool",
+                                                   "AveragePool", "LpPool", "MaxUnpool"};
+    if (windowed.count(op)) {
+      const int x = in_rank(op == "QLinearConv" ? 0 : 0);
+      const int w_index = op == "QLinearConv" ? 3 : 1;
+      const bool has_weight = op == "Conv" || op == "ConvInteger" || op == "QLinearConv" || op == "ConvTranspose";
+      const int w = has_weight ? in_rank(w_index) : -1;
+      if (x >= 0 && x < 3)
+        return invalid_argument(where + ": input 0 must have rank >= 3 (N, C, spatial...), has rank " + std::to_string(x));
+      if (w >= 0 && w < 3)
+        return invalid_argument(where + ": the weight must have rank >= 3, has rank " + std::to_string(w));
+      if (x >= 0 && w >= 0 && x != w)
+        return invalid_argument(where + ": input rank " + std::to_string(x) + " and weight rank " + std::to_string(w) +
+                                " differ");
+      const int spatial = x >= 0 ? x - 2 : (w >= 0 ? w - 2 : -1);
+      std::vector<int64_t> k, v;
+      const bool has_kernel = ints("kernel_shape", &k);
+      for (int64_t d : k)
+        if (d <= 0) return invalid_argument(where + ": 'kernel_shape' must be positive, got " + list(k));
+      const int dims = spatial >= 0 ? spatial : (has_kernel ? static_cast<int>(k.size()) : -1);
+      if (has_kernel && dims >= 0 && static_cast<int>(k.size()) != dims)
+        return invalid_argument(where + ": 'kernel_shape' " + list(k) + " must have " + std::to_string(dims) + " values");
+      for (const char* a : {"strides", "dilations"})
+        if (ints(a, &v)) {
+          for (int64_t d : v)
+            if (d <= 0) return invalid_argument(where + ": '" + a + "' must be positive, got " + list(v));
+          if (dims >= 0 && static_cast<int>(v.size()) != dims)
+            return invalid_argument(where + ": '" + a + "' " + list(v) + " must have " + std::to_string(dims) + " values");
+        }
+      if (ints("pads", &v)) {
+        for (int64_t d : v)
+          if (d < 0) return invalid_argument(where + ": 'pads' must be >= 0, got " + list(v));
+        if (v.size() % 2 != 0 || (dims >= 0 && static_cast<int>(v.size()) != 2 * dims))
+          return invalid_argument(where + ": 'pads' " + list(v) + " must have " +
+                                  (dims >= 0 ? std::to_string(2 * dims) : std::string("an even number of")) + " values");
+      }
+      for (const char* a : {"output_padding", "output_shape"})
+        if (ints(a, &v) && dims >= 0 && static_cast<int>(v.size()) != dims)
+          return invalid_argument(where + ": '" + a + "' " + list(v) + " must have " + std::to_string(dims) + " values");
+      if (op == "MaxUnpool") {
+        const int ix = in_rank(1);
+        if (ix >= 0 && ix < 3) return invalid_argument(where + ": the indices must have rank >= 3, has rank " + std::to_string(ix));
+      }
+    }
+    if (op == "STFT") {
+      const int s = in_rank(0);
+      if (s >= 0 && s != 3)
+        return invalid_argument(where + ": the signal must have rank 3 [batch, length, 1|2], has rank " + std::to_string(s));
+    }
+  }
+  return Status::ok();
+}
+
 Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir, const std::string& name,
                                const LoadOptions& opts) {
   if (!mp.has_graph()) return invalid_argument("'" + name + "': model has no graph");
+  if (mp.graph().output_size() == 0) return invalid_argument("'" + name + "': the graph has no outputs");
   RETURN_IF_ERROR(check_opsets_and_ops(mp, name));
   if (opts.run_checker) {
     try {
@@ -378,6 +471,7 @@ Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir
     }
   }
   if (opts.infer_shapes) {
+    RETURN_IF_ERROR(validate_for_shape_inference(mp.graph(), name));
     try {
       static const ShapeInferenceRegistry registry;
       onnx::shape_inference::InferShapes(mp, &registry);

@@ -41,16 +41,18 @@ Result<Image> decode_upload(const std::string& bytes, const std::string& name, i
 
 namespace {
 
-// Flattens nested arrays of numbers; false on a non-number.
-bool flatten(const json& j, std::vector<float>* out, int64_t limit) {
+// Flattens nested arrays of numbers; false on a non-number or on nesting deeper than
+// max_depth (a tensor's data is nested at most once per dimension: a body nested 100,000 levels
+// deep overflowed the connection thread's stack).
+bool flatten(const json& j, std::vector<float>* out, int64_t limit, int max_depth) {
   if (j.is_number()) {
     if (static_cast<int64_t>(out->size()) >= limit) return false;
     out->push_back(j.get<float>());
     return true;
   }
-  if (!j.is_array()) return false;
+  if (!j.is_array() || max_depth <= 0) return false;
   for (const auto& e : j)
-    if (!flatten(e, out, limit)) return false;
+    if (!flatten(e, out, limit, max_depth - 1)) return false;
   return true;
 }
 
@@ -94,7 +96,7 @@ bool parse_infer_request(const std::string& body, const std::string& input_name,
   const int64_t n = shape_numel(shape);
   out->data.clear();
   out->data.reserve(static_cast<size_t>(n));
-  if (!flatten(in["data"], &out->data, n) || static_cast<int64_t>(out->data.size()) != n)
+  if (!flatten(in["data"], &out->data, n, static_cast<int>(shape.size())) || static_cast<int64_t>(out->data.size()) != n)
     return fail("inputs[0].data must hold " + std::to_string(n) + " numbers (prod of shape " + shape_str(shape) + ")");
   out->rows = shape[0];
   return true;

@@ -463,6 +463,16 @@ TEST(ServeServer, BodilessPostsAreAnsweredAtOnce) {
                      10, &secs, /*half_close=*/true);
   EXPECT_LT(secs, 2.0) << got;
   if (!got.empty()) EXPECT_EQ(got.rfind("HTTP/1.1 4", 0), 0u) << got;
+  // KServe data nested far deeper than the tensor's rank (was: a stack overflow killing the server).
+  {
+    const int depth = 100000;
+    std::string deep = R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": )";
+    deep += std::string(depth, '[') + "1" + std::string(depth, ']') + "}]}";
+    auto dr = r.cli->Post("/v2/models/tiny/infer", deep, "application/json");
+    ASSERT_TRUE(dr);
+    EXPECT_EQ(dr->status, 400) << dr->body;
+    EXPECT_EQ(r.cli->Get("/v2/health/ready")->status, 200);
+  }
   // The server keeps serving; multipart uploads log their size (was bytes_in 0).
   std::string png = png_bytes();
   httplib::MultipartFormDataItems one = {{"image", png, "a.png", "image/png"}};

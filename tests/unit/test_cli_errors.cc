@@ -158,6 +158,19 @@ TEST_F(CliErrors, NonImageInputRunsTensorsAndRefusesImages) {
   EXPECT_EQ(run("run four.onnx '" + png + "' --color RGB").exit_code, 2);  // 3 channels vs 4: named
 }
 
+TEST_F(CliErrors, ModelWithoutNodesOrOutputs) {
+  // Was SIGSEGV in medq run.
+  OnnxBuilder b(13);
+  b.input("x", {1, 4});
+  write_bytes(file("empty.onnx"), b.raw_bytes());
+  ASSERT_TRUE(save_npy(random_f32({1, 4}, 5), file("x.npy")).is_ok());
+  for (const char* cmd : {"run empty.onnx x.npy", "info empty.onnx", "bench empty.onnx --iters 1"}) {
+    auto r = run(cmd);
+    expect_one_line_error(r, {"empty.onnx", "no outputs"});
+    EXPECT_EQ(r.exit_code, 2) << cmd;
+  }
+}
+
 TEST_F(CliErrors, MissingInputFile) {
   write_tiny_model("tiny.onnx");
   auto r = run("run tiny.onnx missing_image.png --save-output out.npy");

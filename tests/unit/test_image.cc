@@ -4,6 +4,8 @@
 // Tests that need the shared real data (MEDQ_SHARED_DATA) skip when it is absent.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <sys/stat.h>
 
 #include <cmath>
@@ -362,6 +364,30 @@ TEST(DicomDecode, TruncationsFailCleanly) {
         ASSERT_FALSE(r.is_ok()) << f << " truncated to " << n;
       }
     }
+  }
+}
+
+TEST(DicomDecode, CorruptRleHeadersAreErrorsNotCrashes) {
+  // MR_small_RLE.dcm with its RLE header edited: DCMTK 3.6.7's decoder trusted the segment
+  // offsets and read out of bounds (SIGSEGV at 0x07000000; smaller ones silently).
+  SKIP_WITHOUT_SHARED_DATA();
+  const auto good = read_bytes(dicom("MR_small_RLE.dcm"));
+  ASSERT_TRUE(decode_image_bytes(good.data(), good.size(), "rle.dcm").is_ok());
+  const std::string hdr("\x02\x00\x00\x00\x40\x00\x00\x00", 8);  // 2 segments, the first at 64
+  const auto at = std::search(good.begin(), good.end(), hdr.begin(), hdr.end());
+  ASSERT_NE(at, good.end());
+  const size_t h = static_cast<size_t>(at - good.begin());
+  auto patched = [&](size_t off, uint32_t v) {
+    auto b = good;
+    for (int i = 0; i < 4; ++i) b[h + off + i] = static_cast<uint8_t>(v >> (8 * i));
+    return b;
+  };
+  for (const auto& [off, v] : std::vector<std::pair<size_t, uint32_t>>{
+           {8, 0x07000000u}, {8, 0x00002000u}, {8, 40u}, {4, 128u}, {0, 0u}, {0, 16u}, {0, 1u}}) {
+    const auto b = patched(off, v);
+    auto r = decode_image_bytes(b.data(), b.size(), "rle.dcm");
+    ASSERT_FALSE(r.is_ok()) << "header word " << off << " = " << v;
+    EXPECT_NE(r.status().message().find("RLE fragment"), std::string::npos) << r.status().message();
   }
 }
 
