@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -28,6 +29,13 @@ struct ReqCtx {
   std::string id, endpoint = "other", model, model_used, client;
   Clock::time_point start;
   int rows = 0;
+  // An auth/rate-limit refusal of a request with a body: answered by the route after
+  // cpp-httplib has read the body. Answered in the pre-routing hook, the unread body stayed in
+  // the connection and was parsed as the next request (one request, two answers: behind a pooling
+  // proxy another client's answer could reach the wrong requester); cpp-httplib 0.11 gives the
+  // hook no way to close the connection.
+  int deferred_status = 0;
+  std::string deferred_message, deferred_header, deferred_value;
 };
 thread_local ReqCtx t_ctx;
 
@@ -53,6 +61,36 @@ size_t bytes_in(const httplib::Request& req) {
     if (end && *end == '\0') return static_cast<size_t>(v);
   }
   return req.body.size();
+}
+
+// A body cpp-httplib will read (it reads none for GET/HEAD/OPTIONS, whatever the headers say).
+bool announces_body(const httplib::Request& req) {
+  if (req.method != "POST" && req.method != "PUT" && req.method != "PATCH" && req.method != "DELETE") return false;
+  const std::string cl = req.get_header_value("Content-Length");
+  return (!cl.empty() && cl != "0") || req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+}
+
+// Answers a refused request now (no body) or defers the answer to the route (ReqCtx).
+httplib::Server::HandlerResponse refuse(const httplib::Request& req, httplib::Response& res, int status,
+                                        const std::string& msg, const std::string& header, const std::string& value) {
+  if (announces_body(req)) {
+    t_ctx.deferred_status = status;
+    t_ctx.deferred_message = msg;
+    t_ctx.deferred_header = header;
+    t_ctx.deferred_value = value;
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+  res.set_header(header, value);
+  send_error(res, status, msg);
+  return httplib::Server::HandlerResponse::Handled;
+}
+
+// The deferred refusal of this request, if any (true: answered).
+bool answer_deferred(httplib::Response& res) {
+  if (!t_ctx.deferred_status) return false;
+  res.set_header(t_ctx.deferred_header, t_ctx.deferred_value);
+  send_error(res, t_ctx.deferred_status, t_ctx.deferred_message);
+  return true;
 }
 
 std::string presented_key(const httplib::Request& req) {
@@ -198,7 +236,10 @@ Status Server::reload(const std::string& name) {
   if (name.empty()) {
     ASSIGN_OR_RETURN(names, list_bundles(cfg_.model_dir));
   } else {
-    if (!fs::exists(fs::path(cfg_.model_dir) / name / "fp32.onnx"))
+    // Only a bundle the model directory lists (a sub-directory with fp32.onnx): a name such as
+    // ".." (from a percent-encoded path) would otherwise load MODEL_DIR/../fp32.onnx.
+    ASSIGN_OR_RETURN(std::vector<std::string> bundles, list_bundles(cfg_.model_dir));
+    if (std::find(bundles.begin(), bundles.end(), name) == bundles.end())
       return not_found("no bundle '" + name + "' in '" + cfg_.model_dir + "'");
     names.push_back(name);
   }
@@ -232,6 +273,7 @@ void Server::answer_bodiless(const httplib::Request& req, httplib::Response& res
 
 void Server::handle_load(const std::string& name, httplib::Response& res) {
   t_ctx.endpoint = "repository_load";
+  if (answer_deferred(res)) return;
   t_ctx.model = name;
   Status st = reload(t_ctx.model);
   if (!st.is_ok()) {
@@ -288,9 +330,8 @@ void Server::install_routes() {
       who = keys_.authenticate(key);
       if (who.empty()) {
         t_ctx.endpoint = "auth";
-        res.set_header("WWW-Authenticate", "Bearer");
-        send_error(res, 401, key.empty() ? "missing API key (Authorization: Bearer KEY or X-API-Key)" : "invalid API key");
-        return httplib::Server::HandlerResponse::Handled;
+        return refuse(req, res, 401, key.empty() ? "missing API key (Authorization: Bearer KEY or X-API-Key)" : "invalid API key",
+                      "WWW-Authenticate", "Bearer");
       }
       t_ctx.client = who;
     }
@@ -298,9 +339,8 @@ void Server::install_routes() {
       double wait_s = limiter_.acquire(who);
       if (wait_s > 0) {
         t_ctx.endpoint = "rate_limit";
-        res.set_header("Retry-After", std::to_string(static_cast<int>(std::ceil(wait_s))));
-        send_error(res, 429, "rate limit exceeded");
-        return httplib::Server::HandlerResponse::Handled;
+        return refuse(req, res, 429, "rate limit exceeded", "Retry-After",
+                      std::to_string(static_cast<int>(std::ceil(wait_s))));
       }
     }
     if (no_body) {
@@ -312,6 +352,7 @@ void Server::install_routes() {
 
   h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    if (res.status == 404 && answer_deferred(res)) return httplib::Server::HandlerResponse::Handled;
     const bool form = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded";
     std::string msg = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
                       : res.status == 413 && form
@@ -328,6 +369,9 @@ void Server::install_routes() {
   // Counted before the response is written (httplib runs the post-routing handler for every
   // response, errors included), so a client that reads /metrics right after a reply sees it.
   h.set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+    // During shutdown no keep-alive: a client reusing the connection would send a request that
+    // is never read.
+    if (stopped_.load()) res.set_header("Connection", "close");
     const double ms = t_ctx.start.time_since_epoch().count() ? ms_since(t_ctx.start) : 0;
     const std::string code = std::to_string(res.status);
     metrics_.inc("medq_requests_total", {{"endpoint", t_ctx.endpoint}, {"code", code}});
@@ -374,6 +418,7 @@ void Server::install_routes() {
   });
 
   auto model_or_404 = [this](const std::string& name, httplib::Response& res) -> std::shared_ptr<Slot> {
+    if (answer_deferred(res)) return nullptr;
     t_ctx.model = name;
     auto s = slot(name);
     if (!s) {

@@ -403,7 +403,10 @@ TEST(ServeServer, MalformedAndOversizedUploads) {
 }
 
 // Sends raw bytes on a fresh connection and returns what came back within `timeout_s`.
-std::string raw_exchange(int port, const std::string& req, double timeout_s, double* seconds, bool half_close = false) {
+// read_all: read until the server closes (or the timeout), not just the first response.
+// split: send req[0, split), wait 300 ms, then the rest (0: all at once).
+std::string raw_exchange(int port, const std::string& req, double timeout_s, double* seconds, bool half_close = false,
+                         bool read_all = false, size_t split = 0) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -416,7 +419,13 @@ std::string raw_exchange(int port, const std::string& req, double timeout_s, dou
   timeval tv{static_cast<time_t>(timeout_s), 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   auto t0 = std::chrono::steady_clock::now();
-  (void)!::send(fd, req.data(), req.size(), 0);
+  if (split > 0 && split < req.size()) {
+    (void)!::send(fd, req.data(), split, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    (void)!::send(fd, req.data() + split, req.size() - split, 0);
+  } else {
+    (void)!::send(fd, req.data(), req.size(), 0);
+  }
   if (half_close) ::shutdown(fd, SHUT_WR);  // the client is done sending
   std::string got;
   char buf[4096];
@@ -425,7 +434,7 @@ std::string raw_exchange(int port, const std::string& req, double timeout_s, dou
     if (n <= 0) break;
     got.append(buf, static_cast<size_t>(n));
     auto he = got.find("\r\n\r\n");
-    if (he != std::string::npos) {  // headers + Content-Length body complete
+    if (he != std::string::npos && !read_all) {  // headers + Content-Length body complete
       auto cl = got.find("Content-Length: ");
       if (cl != std::string::npos && got.size() >= he + 4 + std::stoul(got.substr(cl + 16))) break;
     }
@@ -487,6 +496,50 @@ TEST(ServeServer, BodilessPostsAreAnsweredAtOnce) {
     }
   }
   EXPECT_TRUE(found) << logs.all();
+  fs::remove_all(dir);
+}
+
+// Number of HTTP responses in a raw exchange.
+int count_responses(const std::string& got) {
+  int n = 0;
+  for (size_t p = got.find("HTTP/1.1 "); p != std::string::npos; p = got.find("HTTP/1.1 ", p + 1)) ++n;
+  return n;
+}
+
+TEST(ServeServer, RefusalsWithABodyAreAnsweredOnceAndReloadNamesAreBundles) {
+  LogCapture logs;
+  std::string dir = temp_dir("desync");
+  write_bundle(dir, "tiny", "");
+  ServeConfig cfg = base_config(dir);
+  cfg.api_keys = {{"alice", serve::hash_api_key("alice-secret")}};
+  auto r = start(cfg);
+  // A refused request whose body is itself a request, the body sent after the headers: exactly one
+  // answer (was two: the 401 was sent from the pre-routing hook, the unread body then parsed as
+  // the next request).
+  const std::string inner = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string head = "POST /v1/models/tiny/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           "Content-Length: " + std::to_string(inner.size()) + "\r\n\r\n";
+  double secs = 0;
+  std::string got = raw_exchange(r.server->port(), head + inner, 2, &secs, false, /*read_all=*/true, head.size());
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+  EXPECT_EQ(count_responses(got), 1) << got;
+  // Requests without a body are still answered at once.
+  got = raw_exchange(r.server->port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 2, &secs);
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+  // Reload: only names of bundles in the model directory ("%2e%2e" = ".." loaded MODEL_DIR/..).
+  ASSERT_TRUE(write_file_atomic((fs::path(dir) / "fp32.onnx").string(), tiny_model_bytes(kAgreeW())).is_ok());
+  httplib::Headers auth = {{"Authorization", "Bearer alice-secret"}};
+  for (const char* bad : {"/v2/repository/models/%2e%2e/load", "/v2/repository/models/./load"}) {
+    auto lr = r.cli->Post(bad, auth, "", "application/json");
+    ASSERT_TRUE(lr) << bad;
+    EXPECT_GE(lr->status, 400) << bad << ": " << lr->body;
+    EXPECT_LT(lr->status, 500) << bad;
+  }
+  auto ok = r.cli->Post("/v2/repository/models/tiny/load", auth, "", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(r.cli->Get("/v2/models/../ready", auth)->status, 404);
+  r.server->shutdown();
   fs::remove_all(dir);
 }
 
