@@ -1,5 +1,7 @@
 #include "core/fileio.h"
 
+#include <sys/stat.h>
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,6 +33,13 @@ Status write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 Result<std::string> read_file(const std::string& path) {
+  // A device, FIFO or directory is refused before opening: /dev/zero was read forever, a FIFO
+  // blocked in open().
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return invalid_argument("'" + path + "' is not a regular file (" +
+                            (S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket") +
+                            ")");
   std::ifstream f(path, std::ios::binary);
   if (!f) return not_found("cannot open '" + path + "': " + std::strerror(errno));
   std::ostringstream ss;

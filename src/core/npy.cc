@@ -120,11 +120,8 @@ Result<Tensor> parse_npy(const std::string& b, const std::string& name) {
 }
 
 Result<Tensor> load_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return parse_npy(ss.str(), path);
+  ASSIGN_OR_RETURN(std::string bytes, read_file(path));  // regular files only (a FIFO blocked)
+  return parse_npy(bytes, path);
 }
 
 std::string serialize_npy(const Tensor& t) {

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <sys/stat.h>
+
 #include <climits>
 #include <map>
 #include <set>
@@ -102,6 +104,9 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
                                 "' is not a non-negative integer");
     }
     ASSIGN_OR_RETURN(std::string file, resolve_external_location(tname, base_dir, location));
+    struct stat est {};
+    if (::stat(file.c_str(), &est) == 0 && !S_ISREG(est.st_mode))
+      return invalid_argument(tname + ": external data '" + file + "' is not a regular file");
     std::ifstream f(file, std::ios::binary);
     if (!f) return not_found(tname + ": external data file '" + file + "' cannot be opened");
     if (length >= 0 && static_cast<size_t>(length) != nbytes)
@@ -356,6 +361,24 @@ static Status check_opsets_and_ops(const onnx::ModelProto& mp, const std::string
   return unsupported(r);
 }
 
+// libonnx's messages span lines ("... of node:\ninput: \"x\" ... op_type: \"Conv\""): the first
+// line alone named no node. Joined into one line, capped at 400 characters.
+static std::string one_line(const std::string& m) {
+  std::string r;
+  bool space = false;
+  for (char c : m) {
+    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+      space = !r.empty();
+      continue;
+    }
+    if (space) r += ' ';
+    space = false;
+    r += c;
+  }
+  if (r.size() > 400) r = r.substr(0, 397) + "...";
+  return r;
+}
+
 // libonnx 1.12's shape inference trusts some attributes and ranks it never checks: strides of 0
 // divide by zero (SIGFPE) in Conv/MaxPool/AveragePool; pads of the wrong length, a ConvTranspose
 // with a rank-2 input or a rank-0 weight, an STFT of a rank-0 signal and a MaxUnpool with rank-0
@@ -464,10 +487,7 @@ Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir
       onnx::checker::LexicalScopeContext lex;
       onnx::checker::check_graph(mp.graph(), ctx, lex);
     } catch (const std::exception& e) {
-      std::string msg = e.what();
-      auto nl = msg.find('\n');
-      if (nl != std::string::npos) msg = msg.substr(0, nl);
-      return invalid_argument("'" + name + "': ONNX checker: " + msg);
+      return invalid_argument("'" + name + "': ONNX checker: " + one_line(e.what()));
     }
   }
   if (opts.infer_shapes) {
@@ -476,10 +496,7 @@ Result<Model> model_from_proto(onnx::ModelProto& mp, const std::string& base_dir
       static const ShapeInferenceRegistry registry;
       onnx::shape_inference::InferShapes(mp, &registry);
     } catch (const std::exception& e) {
-      std::string msg = e.what();
-      auto nl = msg.find('\n');
-      if (nl != std::string::npos) msg = msg.substr(0, nl);
-      return invalid_argument("'" + name + "': shape inference: " + msg);
+      return invalid_argument("'" + name + "': shape inference: " + one_line(e.what()));
     }
   }
   Model m;

@@ -171,6 +171,19 @@ TEST_F(CliErrors, ModelWithoutNodesOrOutputs) {
   }
 }
 
+TEST_F(CliErrors, DevicesFifosAndDirectoriesAreRefusedAtOnce) {
+  // `medq info /dev/zero` read forever; a FIFO blocked in open().
+  ASSERT_EQ(::mkfifo(file("fifo.onnx").c_str(), 0600), 0);
+  write_tiny_model("tiny.onnx");
+  for (const char* cmd : {"info /dev/zero", "info fifo.onnx", "info .", "run tiny.onnx /dev/zero",
+                          "run tiny.onnx fifo.onnx", "eval tiny.onnx --data fifo.onnx"}) {
+    auto r = run(cmd);
+    const std::string c = cmd;
+    expect_one_line_error(r, {c.find("/dev/zero") != std::string::npos ? "/dev/zero" : c.find("fifo") != std::string::npos ? "fifo.onnx" : "'.'"});
+    EXPECT_EQ(r.exit_code, 2) << cmd;
+  }
+}
+
 TEST_F(CliErrors, MissingInputFile) {
   write_tiny_model("tiny.onnx");
   auto r = run("run tiny.onnx missing_image.png --save-output out.npy");

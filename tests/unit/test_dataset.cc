@@ -371,6 +371,37 @@ TEST(Npz, RealMedmnist) {
   EXPECT_NE(bad.status().message().find("validation_images"), std::string::npos) << bad.status().message();
 }
 
+TEST(Npz, DeclaredSizeBeyondWhatDeflateCanProduceIsRefused) {
+  // A 574-byte .npz declaring a 3 GiB member allocated 3.26 GB before failing: a zip whose one
+  // deflate member claims 3 GiB from a few bytes is refused before any allocation.
+  TempDir dir;
+  const std::string data = "x";  // stored as deflate below: 3 bytes of compressed data
+  std::string comp = std::string("\x4b\x00\x00", 3);
+  const uint32_t usize = 3u << 30;
+  auto le16 = [](std::string& s, uint16_t v) { s += char(v & 0xff); s += char(v >> 8); };
+  auto le32 = [&](std::string& s, uint32_t v) { le16(s, v & 0xffff); le16(s, v >> 16); };
+  const std::string name = "images.npy";
+  std::string z;
+  le32(z, 0x04034b50); le16(z, 20); le16(z, 0); le16(z, 8); le16(z, 0); le16(z, 0);
+  le32(z, 0); le32(z, static_cast<uint32_t>(comp.size())); le32(z, usize);
+  le16(z, static_cast<uint16_t>(name.size())); le16(z, 0); z += name + comp;
+  const uint32_t cd = static_cast<uint32_t>(z.size());
+  le32(z, 0x02014b50); le16(z, 20); le16(z, 20); le16(z, 0); le16(z, 8); le16(z, 0); le16(z, 0);
+  le32(z, 0); le32(z, static_cast<uint32_t>(comp.size())); le32(z, usize);
+  le16(z, static_cast<uint16_t>(name.size())); le16(z, 0); le16(z, 0); le16(z, 0); le16(z, 0); le32(z, 0); le32(z, 0);
+  z += name;
+  const uint32_t cd_size = static_cast<uint32_t>(z.size()) - cd;
+  le32(z, 0x06054b50); le16(z, 0); le16(z, 0); le16(z, 1); le16(z, 1); le32(z, cd_size); le32(z, cd); le16(z, 0);
+  write_text(dir / "bomb.npz", z);
+  auto ar = ZipArchive::open(dir / "bomb.npz");
+  ASSERT_TRUE(ar.is_ok()) << ar.status().message();
+  ASSERT_EQ(ar.value().entries().size(), 1u);
+  auto r = ar.value().read(ar.value().entries()[0]);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("more than deflate can produce"), std::string::npos) << r.status().message();
+  (void)data;
+}
+
 TEST(Npz, GeneratedCompressedAndStored) {
   if (!have_numpy()) GTEST_SKIP() << "/usr/bin/python3 with numpy not available";
   TempDir dir;
