@@ -330,6 +330,12 @@ void Server::install_routes() {
       who = keys_.authenticate(key);
       if (who.empty()) {
         t_ctx.endpoint = "auth";
+        if (!key.empty()) {
+          const double wait_s = auth_failures_.acquire(req.remote_addr);
+          if (wait_s > 0)
+            return refuse(req, res, 429, "too many failed authentications from this address", "Retry-After",
+                          std::to_string(static_cast<int>(std::ceil(wait_s))));
+        }
         return refuse(req, res, 401, key.empty() ? "missing API key (Authorization: Bearer KEY or X-API-Key)" : "invalid API key",
                       "WWW-Authenticate", "Bearer");
       }

@@ -66,6 +66,10 @@ class Server {
   Metrics metrics_;
   KeyStore keys_;
   RateLimiter limiter_;
+  // Failed authentications per client address (wrong or missing key): 10 at once, then one per
+  // second; beyond that 429, so keys cannot be guessed at the server's full request rate. A
+  // correct key is never throttled by it.
+  RateLimiter auth_failures_{1.0, 10.0};
   std::unique_ptr<httplib::Server> http_;
   std::thread listen_thread_;
   int port_ = 0;

@@ -535,6 +535,18 @@ TEST(ServeServer, RefusalsWithABodyAreAnsweredOnceAndReloadNamesAreBundles) {
     EXPECT_GE(lr->status, 400) << bad << ": " << lr->body;
     EXPECT_LT(lr->status, 500) << bad;
   }
+  // Failed logins from one address: 10 at once, then 429 (a correct key still works).
+  httplib::Headers wrong = {{"Authorization", "Bearer guess"}};
+  int n401 = 0, n429 = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto g = r.cli->Get("/v2/models/tiny", wrong);
+    ASSERT_TRUE(g);
+    n401 += g->status == 401;
+    n429 += g->status == 429;
+  }
+  EXPECT_LE(n401, 11);
+  EXPECT_GE(n429, 9);
+  EXPECT_EQ(r.cli->Get("/v2/models/tiny", auth)->status, 200);
   auto ok = r.cli->Post("/v2/repository/models/tiny/load", auth, "", "application/json");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
