@@ -1,10 +1,13 @@
 // `medq serve --model-dir DIR`: the HTTP inference server (see src/serve/). Signals are handled
 // synchronously: they are blocked before any thread starts and the main thread sigwait()s:
 // SIGTERM/SIGINT -> graceful shutdown (in-flight requests answered), SIGHUP -> reload models.
+#include <sched.h>
+
 #include <csignal>
 #include <cstdio>
 
 #include "cli/cli.h"
+#include "core/alloc.h"
 #include "serve/config.h"
 #include "serve/log.h"
 #include "serve/security.h"
@@ -87,6 +90,12 @@ int cmd_serve(int argc, char** argv) {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread exists: all inherit it
   std::signal(SIGPIPE, SIG_IGN);              // a client closing early must not kill the server
+  {
+    cpu_set_t cs;
+    CPU_ZERO(&cs);
+    const int cpus = sched_getaffinity(0, sizeof(cs), &cs) == 0 ? CPU_COUNT(&cs) : 2;
+    limit_allocator_arenas(cpus);  // reloads: see core/alloc.h
+  }
 
   serve::Server server(cfg);
   Status st = server.start();

@@ -13,4 +13,9 @@ void tune_allocator() {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
+void limit_allocator_arenas(int cpus) {
+  if (std::getenv("GLIBC_TUNABLES") || std::getenv("MALLOC_ARENA_MAX")) return;
+  mallopt(M_ARENA_MAX, cpus < 2 ? 2 : cpus);
+}
+
 }  // namespace medq
