@@ -43,7 +43,6 @@ std::vector<std::string> with_spec_flags(std::vector<std::string> value_flags);
 Result<Tensor> load_input(const std::string& path, const ModelSpec& spec);
 // Stacks tensors [n_i, ...] with equal trailing dims along the batch axis.
 Result<Tensor> stack_batch(const std::vector<Tensor>& items);
-std::vector<std::string> model_labels(const Model& m);
 int report_error(const Status& st);
 
 int cmd_info(int argc, char** argv);

@@ -1,8 +1,7 @@
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 
 #include "cli/cli.h"
 #include "core/npy.h"
@@ -75,17 +74,6 @@ int report_error(const Status& st) {
                  st.code() == StatusCode::kUnsupported
              ? 2
              : 1;
-}
-
-std::vector<std::string> model_labels(const Model& m) {
-  std::vector<std::string> r;
-  std::string s = m.meta("labels");
-  if (s.empty()) return r;
-  auto j = nlohmann::json::parse(s, nullptr, false);
-  if (j.is_array())
-    for (const auto& e : j)
-      if (e.is_string()) r.push_back(e.get<std::string>());
-  return r;
 }
 
 SpecOverrides spec_overrides(const Args& a) {

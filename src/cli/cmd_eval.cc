@@ -67,7 +67,7 @@ int cmd_eval(int argc, char** argv) {
   spec.split = a.get("--split", "test");
   if (spec.split == "all") spec.split = "";
   spec.label_column = a.get("--label-column", "label");
-  spec.label_names = model.labels;
+  spec.label_names = model.spec.labels;
   auto dsr = Dataset::open(spec);
   if (!dsr.is_ok()) return report_error(dsr.status());
   const Dataset& ds = *dsr.value();
@@ -98,7 +98,7 @@ int cmd_eval(int argc, char** argv) {
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
   const int k = model.output_width(names.value().size());
   std::vector<std::vector<float>> logits;
-  Status st = eval::run_models({&model}, ds, idx, model.preprocess, static_cast<int>(batch.value()), k,
+  Status st = eval::run_models({&model}, ds, idx, model.spec.preprocess, static_cast<int>(batch.value()), k,
                                !a.has("--quiet"), &logits);
   if (!st.is_ok()) return report_error(st);
 

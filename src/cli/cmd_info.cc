@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
@@ -68,6 +69,9 @@ int cmd_info(int argc, char** argv) {
   int64_t file_size = ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
   std::string unsupported = unsupported_ops_report(g);
 
+  // How medq reads an image model (one 4-D input): resolved once for both outputs.
+  std::optional<Result<ModelSpec>> sp;
+  if (g.inputs.size() == 1 && g.value(g.inputs[0]).shape.size() == 4) sp = resolve_model_spec(m, {}, path);
   if (a.has("--json")) {
     nlohmann::json j;
     j["path"] = path;
@@ -92,17 +96,16 @@ int cmd_info(int argc, char** argv) {
     nlohmann::json meta = nlohmann::json::object();
     for (auto& [k, v] : m.metadata) meta[k] = v;
     j["metadata"] = meta;
-    if (g.inputs.size() == 1 && g.value(g.inputs[0]).shape.size() == 4) {
-      auto sp = resolve_model_spec(m, {}, path);
-      if (sp.is_ok())
-        j["input_spec"] = {{"preprocess", nlohmann::json::parse(sp.value().preprocess_json())},
-                           {"preprocess_from_metadata", sp.value().has_preprocess_metadata},
-                           {"assumed", sp.value().has_preprocess_metadata ? std::vector<std::string>{} : sp.value().assumed},
-                           {"outputs", output_kind_name(sp.value().outputs)},
-                           {"outputs_source", sp.value().outputs_source},
-                           {"labels", sp.value().labels}};
-      else
-        j["input_spec"] = {{"error", sp.status().message()}};
+    if (sp && sp->is_ok()) {
+      const ModelSpec& s = sp->value();
+      j["input_spec"] = {{"preprocess", nlohmann::json::parse(s.preprocess_json())},
+                         {"preprocess_from_metadata", s.has_preprocess_metadata},
+                         {"assumed", s.has_preprocess_metadata ? std::vector<std::string>{} : s.assumed},
+                         {"outputs", output_kind_name(s.outputs)},
+                         {"outputs_source", s.outputs_source},
+                         {"labels", s.labels}};
+    } else if (sp) {
+      j["input_spec"] = {{"error", sp->status().message()}};
     }
     j["supported"] = unsupported.empty();
     if (!unsupported.empty()) j["unsupported"] = unsupported;
@@ -126,18 +129,15 @@ int cmd_info(int argc, char** argv) {
     std::printf("metadata:\n");
     for (auto& [k, v] : m.metadata) std::printf("  %s: %s\n", k.c_str(), v.c_str());
   }
-  if (g.inputs.size() == 1 && g.value(g.inputs[0]).shape.size() == 4) {  // an image model
-    auto sp = resolve_model_spec(m, {}, path);
-    if (sp.is_ok()) {
-      const ModelSpec& s = sp.value();
-      std::printf("as medq reads it:\n  preprocess: %s%s\n  outputs:    %s (%s)\n  labels:     %s\n",
-                  s.preprocess_json().c_str(),
-                  s.has_preprocess_metadata ? " (metadata)" : " (inferred from the input shape: no 'preprocess' metadata; record with medq annotate)",
-                  output_kind_name(s.outputs), s.outputs_source.c_str(),
-                  s.labels.empty() ? "(none: class_0, class_1, ...)" : nlohmann::json(s.labels).dump().c_str());
-    } else {
-      std::printf("as medq reads it: %s\n", sp.status().message().c_str());
-    }
+  if (sp && sp->is_ok()) {
+    const ModelSpec& s = sp->value();
+    std::printf("as medq reads it:\n  preprocess: %s%s\n  outputs:    %s (%s)\n  labels:     %s\n",
+                s.preprocess_json().c_str(),
+                s.has_preprocess_metadata ? " (metadata)" : " (inferred from the input shape: no 'preprocess' metadata; record with medq annotate)",
+                output_kind_name(s.outputs), s.outputs_source.c_str(),
+                s.labels.empty() ? "(none: class_0, class_1, ...)" : nlohmann::json(s.labels).dump().c_str());
+  } else if (sp) {
+    std::printf("as medq reads it: %s\n", sp->status().message().c_str());
   }
   if (!unsupported.empty()) std::printf("unsupported: %s\n", unsupported.c_str());
   return 0;

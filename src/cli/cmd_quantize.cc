@@ -297,7 +297,6 @@ int run_quantize(const Args& a, const std::vector<std::string>& excludes) {
     if (!table.empty() && table.back() != '\n') std::printf("\n");
     std::fflush(stdout);
 
-    if (!spec_r.is_ok()) return report_error(spec_r.status());
     const ModelSpec& mspec = spec_r.value();
     if (Status st = mspec.require_image_input(); !st.is_ok()) return report_error(st);
     const PreprocessConfig cfg = mspec.preprocess;

@@ -59,8 +59,6 @@ int cmd_run(int argc, char** argv) {
   if (sess.graph().inputs.size() != 1)
     return report_error(invalid_argument(a.positional[0] + ": medq run needs a model with exactly one input (has " +
                                          std::to_string(sess.graph().inputs.size()) + ")"));
-  if (sess.output_names().empty())
-    return report_error(invalid_argument(a.positional[0] + ": the model has no output"));
   auto spec_r = model_spec_for(model, a, a.positional[0]);
   if (!spec_r.is_ok()) return report_error(spec_r.status());
   const ModelSpec& spec = spec_r.value();

@@ -135,27 +135,27 @@ int cmd_validate(int argc, char** argv) {
   // The recorded preprocessing wins over an inferred one (a candidate written by an older tool
   // may lack the metadata); both recorded must agree.
   const bool ref_meta = ref.spec.has_preprocess_metadata, cand_meta = cand.spec.has_preprocess_metadata;
-  PreprocessConfig cfg = ref_meta || !cand_meta ? ref.preprocess : cand.preprocess;
+  PreprocessConfig cfg = ref_meta || !cand_meta ? ref.spec.preprocess : cand.spec.preprocess;
   if (!ref_meta && !cand_meta) ref.spec.warn_assumptions(a.has("--quiet"));
-  if (ref_meta && cand_meta && !same_preprocess(ref.preprocess, cand.preprocess))
+  if (ref_meta && cand_meta && !same_preprocess(ref.spec.preprocess, cand.spec.preprocess))
     return report_error(invalid_argument("the reference and candidate models declare different 'preprocess' metadata; "
                                          "they must see the same input"));
-  if (!ref.labels.empty() && !cand.labels.empty() && ref.labels != cand.labels)
+  if (!ref.spec.labels.empty() && !cand.spec.labels.empty() && ref.spec.labels != cand.spec.labels)
     return report_error(invalid_argument("metadata 'labels' differ: reference " + ref_path + " has [" +
-                                         join_names(ref.labels) + "], candidate " + cand_path + " has [" +
-                                         join_names(cand.labels) + "]; the models must classify the same classes"));
+                                         join_names(ref.spec.labels) + "], candidate " + cand_path + " has [" +
+                                         join_names(cand.spec.labels) + "]; the models must classify the same classes"));
 
   DatasetSpec spec;
   spec.path = a.get("--data");
   spec.split = a.get("--split", "test");
   if (spec.split == "all") spec.split = "";
   spec.label_column = a.get("--label-column", "label");
-  spec.label_names = ref.labels.empty() ? cand.labels : ref.labels;
+  spec.label_names = ref.spec.labels.empty() ? cand.spec.labels : ref.spec.labels;
   auto dsr = Dataset::open(spec);
   if (!dsr.is_ok()) return report_error(dsr.status());
   const Dataset& ds = *dsr.value();
 
-  auto names_r = eval::resolve_class_names(ref.labels.empty() && !cand.labels.empty() ? cand : ref, ds);
+  auto names_r = eval::resolve_class_names(ref.spec.labels.empty() && !cand.spec.labels.empty() ? cand : ref, ds);
   if (!names_r.is_ok()) return report_error(names_r.status());
   const std::vector<std::string>& names = names_r.value();
   for (const eval::LoadedModel* m : {&cand, &ref})

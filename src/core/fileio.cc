@@ -32,14 +32,17 @@ Status write_file_atomic(const std::string& path, const std::string& bytes) {
   return Status::ok();
 }
 
-Result<std::string> read_file(const std::string& path) {
-  // A device, FIFO or directory is refused before opening: /dev/zero was read forever, a FIFO
-  // blocked in open().
+Status check_regular_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
     return invalid_argument("'" + path + "' is not a regular file (" +
                             (S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket") +
                             ")");
+  return Status::ok();
+}
+
+Result<std::string> read_file(const std::string& path) {
+  RETURN_IF_ERROR(check_regular_file(path));
   std::ifstream f(path, std::ios::binary);
   if (!f) return not_found("cannot open '" + path + "': " + std::strerror(errno));
   std::ostringstream ss;

@@ -10,5 +10,9 @@ namespace medq {
 
 Status write_file_atomic(const std::string& path, const std::string& bytes);
 Result<std::string> read_file(const std::string& path);
+// An error when `path` exists but is not a regular file (a device, FIFO or directory: /dev/zero
+// was read forever, a FIFO blocked in open()); ok otherwise (a missing file is left to the
+// caller's open, which names it). Every reader of user files calls it before opening.
+Status check_regular_file(const std::string& path);
 
 }  // namespace medq

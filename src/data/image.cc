@@ -2,7 +2,7 @@
 // exact semantics and the Pillow-parity notes.
 #include "data/image.h"
 
-#include <sys/stat.h>
+#include "core/fileio.h"
 
 #include <csetjmp>
 #include <cctype>
@@ -686,10 +686,7 @@ Result<Image> decode_image_bytes(const uint8_t* data, size_t size, const std::st
 }
 
 Result<Image> decode_image_file(const std::string& path, const DecodeLimits& limits) {
-  // A device (/dev/zero read 2 GiB of zeros first), FIFO (fopen blocked) or directory.
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    return invalid_argument(quoted(path) + " is not a regular file");
+  RETURN_IF_ERROR(check_regular_file(path));  // /dev/zero read 2 GiB of zeros first, a FIFO blocked
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     const int e = errno;

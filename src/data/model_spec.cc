@@ -21,7 +21,7 @@ std::string join(const std::vector<std::string>& v, const std::string& sep = ", 
   return s;
 }
 
-std::string shape_text(const Shape& s, const std::vector<std::string>* names = nullptr) {
+std::string shape_text(const Shape& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + (s[i] < 0 ? std::string("N") : std::to_string(s[i]));
   return r + "]";

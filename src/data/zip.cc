@@ -1,6 +1,6 @@
 #include "data/zip.h"
 
-#include <sys/stat.h>
+#include "core/fileio.h"
 
 #include <zlib.h>
 
@@ -45,9 +45,7 @@ constexpr uint32_t kLocalSig = 0x04034b50;
 }  // namespace
 
 Result<ZipArchive> ZipArchive::open(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    return invalid_argument("'" + path + "' is not a regular file");  // a FIFO would block in fopen
+  RETURN_IF_ERROR(check_regular_file(path));  // a FIFO would block in fopen
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) return not_found("cannot open '" + path + "': " + std::strerror(errno));
   if (fseeko(f.get(), 0, SEEK_END) != 0) return io_error("'" + path + "': cannot seek");

@@ -54,11 +54,9 @@ Result<LoadedModel> load_classifier(const std::string& path, int num_threads, co
   ASSIGN_OR_RETURN(lm.spec, resolve_model_spec(lm.model, overrides, path));
   RETURN_IF_ERROR(lm.spec.require_image_input());
   lm.spec.warn_assumptions(quiet);
-  lm.labels = lm.spec.labels;
-  lm.preprocess = lm.spec.preprocess;
   const Value& out = g.value(g.outputs[0]);
   if (out.has_shape && !out.shape.empty() && out.shape.back() > 0) lm.num_outputs = out.shape.back();
-  if (lm.preprocess.resize_w <= 0)
+  if (lm.spec.preprocess.resize_w <= 0)
     return invalid_argument(path + ": the model input " + shape_str(lm.spec.input_shape) +
                             " has no fixed size and no 'preprocess' resize is recorded; pass --resize W,H");
   return lm;
@@ -81,14 +79,14 @@ ProbMatrix to_probabilities(const std::vector<float>& outputs, int64_t n, Output
 }
 
 Result<std::vector<std::string>> resolve_class_names(const LoadedModel& m, const Dataset& ds) {
-  std::vector<std::string> names = m.labels.empty() ? ds.label_values() : m.labels;
+  std::vector<std::string> names = m.spec.labels.empty() ? ds.label_values() : m.spec.labels;
   if (m.num_outputs > 0 && m.num_classes() != static_cast<int64_t>(names.size()))
     return invalid_argument(m.path + ": the model has " +
                             (m.num_outputs == 1 ? std::string("1 output (a binary head: 2 classes)")
                                                 : std::to_string(m.num_outputs) + " outputs") +
                             " but " +
                             std::to_string(names.size()) + " labels (" +
-                            (m.labels.empty() ? "dataset label values: " : "metadata 'labels': ") + join(names) + ")");
+                            (m.spec.labels.empty() ? "dataset label values: " : "metadata 'labels': ") + join(names) + ")");
   if (names.empty()) return invalid_argument(m.path + ": no class labels (model metadata 'labels' and dataset both empty)");
   return names;
 }

@@ -21,9 +21,7 @@ struct LoadedModel {
   std::string path;
   Model model;
   std::unique_ptr<Session> session;
-  ModelSpec spec;  // labels, preprocessing, output semantics (metadata, flags, inferred)
-  std::vector<std::string> labels;  // spec.labels (may be empty)
-  PreprocessConfig preprocess;      // spec.preprocess
+  ModelSpec spec;  // labels (may be empty), preprocessing, output semantics (metadata, flags, inferred)
   int64_t num_outputs = -1;         // static size of output 0's last axis, -1 if unknown
   // Classes the outputs describe (a single output: 2), -1 if unknown.
   int64_t num_classes() const { return num_outputs < 0 ? -1 : classes_of_outputs(num_outputs); }

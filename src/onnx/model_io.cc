@@ -14,8 +14,6 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
-
 #include <climits>
 #include <map>
 #include <set>
@@ -104,9 +102,7 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
                                 "' is not a non-negative integer");
     }
     ASSIGN_OR_RETURN(std::string file, resolve_external_location(tname, base_dir, location));
-    struct stat est {};
-    if (::stat(file.c_str(), &est) == 0 && !S_ISREG(est.st_mode))
-      return invalid_argument(tname + ": external data '" + file + "' is not a regular file");
+    RETURN_IF_ERROR(check_regular_file(file).with_context(tname + ": external data"));
     std::ifstream f(file, std::ios::binary);
     if (!f) return not_found(tname + ": external data file '" + file + "' cannot be opened");
     if (length >= 0 && static_cast<size_t>(length) != nbytes)
@@ -421,7 +417,7 @@ static Status validate_for_shape_inference(const onnx::GraphProto& g, const std:
     static const std::set<std::string> windowed = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MaxPool",
                                                    "AveragePool", "LpPool", "MaxUnpool"};
     if (windowed.count(op)) {
-      const int x = in_rank(op == "QLinearConv" ? 0 : 0);
+      const int x = in_rank(0);
       const int w_index = op == "QLinearConv" ? 3 : 1;
       const bool has_weight = op == "Conv" || op == "ConvInteger" || op == "QLinearConv" || op == "ConvTranspose";
       const int w = has_weight ? in_rank(w_index) : -1;

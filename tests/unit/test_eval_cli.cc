@@ -275,7 +275,7 @@ TEST(EvalRealData, ModelCardAccuracies) {
     for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
     std::vector<std::vector<float>> logits;
     const int k = static_cast<int>(names.value().size());
-    Status st = eval::run_models({&m.value()}, *ds.value(), idx, m.value().preprocess, 32, k, false, &logits);
+    Status st = eval::run_models({&m.value()}, *ds.value(), idx, m.value().spec.preprocess, 32, k, false, &logits);
     ASSERT_TRUE(st.is_ok()) << st.message();
     eval::MetricOptions opt;
     if (!c.positive.empty()) opt.positive_classes = eval::parse_positive(c.positive, names.value()).value();
